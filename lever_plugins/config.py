@@ -6,12 +6,13 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lever_plugins.errors import ConfigError
 
@@ -182,9 +183,7 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
-            raise ConfigError(
-                f"{section}.{key} = {value!r} is not one of {', '.join(choices)}", where=where
-            )
+            raise ConfigError(f"{section}.{key} = {value!r} is not one of {', '.join(choices)}", where=where)
     sl = cfg.soft_labels
     if not 0.0 <= sl.blend_lambda <= 1.0:
         raise ConfigError(f"soft_labels.blend_lambda = {sl.blend_lambda} must be in [0, 1]", where=where)

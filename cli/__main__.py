@@ -1,0 +1,3 @@
+from lever_cli.main import main
+
+main()

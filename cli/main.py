@@ -1,0 +1,245 @@
+"""The ``lever`` command: thin click wrappers over lever_plugins functions.
+
+Every user error is one line on stderr and exit code 2; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lever_plugins import __version__
+from lever_plugins.errors import LeverError
+
+
+def _load_cfg(config: str | None, **overrides: Any) -> Any:
+    from lever_plugins import config as cfgmod
+
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if key:
+            nested.setdefault(section, {})[key] = value
+        else:
+            nested[section] = value
+    return cfgmod.load(config, nested)
+
+
+def _data_overrides(data: str | None) -> dict[str, Any]:
+    return {"data.path": data}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lever")
+def cli() -> None:
+    """LEVER for extreme classification: teacher, soft labels, trainers, A/B."""
+
+
+# ------------------------------------------------------------------ plugins
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_cmd(as_json: bool) -> None:
+    """List loaded plugins and what each registers."""
+    from lever_plugins import plugins
+
+    infos = plugins.list_plugins()
+    regs = {
+        "teachers": plugins.teachers(),
+        "soft_label_providers": plugins.soft_label_providers(),
+        "adapters": plugins.adapters(),
+    }
+    if as_json:
+        out = {
+            "plugins": [vars(i) | {"hooks": list(i.hooks)} for i in infos],
+            **{k: {n: {"dist": r.dist, "version": r.version} for n, r in v.items()} for k, v in regs.items()},
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo("plugins:")
+    for i in infos:
+        click.echo(f"  {i.name}  ({i.dist} {i.version})  hooks: {', '.join(i.hooks)}")
+    for kind, reg in regs.items():
+        click.echo(f"{kind.replace('_', ' ')}:")
+        for name, r in sorted(reg.items()):
+            click.echo(f"  {name}  ({r.dist} {r.version})")
+
+
+# ------------------------------------------------------------------ data
+
+
+@cli.group("data")
+def data_grp() -> None:
+    """Validate and convert XC data files."""
+
+
+@data_grp.command("validate")
+@click.argument("path", type=click.Path())
+def data_validate(path: str) -> None:
+    """Check a data file or folder; print a one-line summary or the first problem."""
+    from lever_plugins.data import validate_path
+
+    info = validate_path(path)
+    click.echo(f"ok: {path}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+
+
+@data_grp.command("convert")
+@click.argument("src", type=click.Path())
+@click.argument("dst", type=click.Path())
+def data_convert(src: str, dst: str) -> None:
+    """Convert between XC sparse text, .npz, and LF json.gz / raw text folders."""
+    from lever_plugins.data import convert
+
+    convert(src, dst)
+    click.echo(f"wrote {dst}")
+
+
+# ------------------------------------------------------------------ eval
+
+
+@cli.command("eval")
+@click.option("--scores", "scores_path", required=True, type=click.Path(), help="Predicted scores (.npz or XC text).")
+@click.option("--truth", "truth_path", required=True, type=click.Path(), help="Test labels (.npz or XC text).")
+@click.option("--train", "train_path", type=click.Path(), help="Train labels, for propensity-scored metrics.")
+@click.option("--filter", "filter_path", type=click.Path(), help="Filter file of 'row label' pairs.")
+@click.option("-k", "ks", multiple=True, type=int, default=(1, 3, 5), show_default=True)
+@click.option("--name", default="", help="Data-set name, picks propensity A/B (Amazon, Wiki, other).")
+@click.option("-A", "A", type=float, help="Propensity A (overrides --name).")
+@click.option("-B", "B", type=float, help="Propensity B (overrides --name).")
+@click.option("--out", "out_path", type=click.Path(), help="Write metrics JSON here.")
+def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path) -> None:
+    """Evaluate a score matrix: P, nDCG, PSP, PSnDCG, R, coverage, macro P/R/F1 at k."""
+    from lever_plugins.data import read_filter, read_matrix
+    from lever_plugins.errors import DataError
+    from lever_plugins.metrics import evaluate, propensity_ab
+    from lever_plugins.runs import write_json
+
+    scores = read_matrix(scores_path)
+    truth = read_matrix(truth_path)
+    if scores.shape != truth.shape:
+        raise DataError(
+            f"scores shape {scores.shape} != truth shape {truth.shape}",
+            where=scores_path,
+            fix="scores and truth need the same rows and label columns",
+        )
+    train = read_matrix(train_path) if train_path else None
+    if train is not None and train.shape[1] != truth.shape[1]:
+        raise DataError(f"train has {train.shape[1]} labels, truth {truth.shape[1]}", where=train_path)
+    pairs = read_filter(filter_path, truth.shape[0], truth.shape[1]) if filter_path else None
+    a, b = propensity_ab(name)
+    m = evaluate(
+        scores,
+        truth,
+        train_truth=train,
+        k=tuple(ks),
+        A=a if A is None else A,
+        B=b if B is None else B,
+        filter_pairs=pairs,
+        name=name,
+    )
+    if out_path:
+        write_json(out_path, m)
+    width = max(len(k) for k in m)
+    for key, v in m.items():
+        click.echo(f"{key:<{width}}  {100 * v:7.2f}")
+
+
+# ------------------------------------------------------------------ pipeline
+
+_common = [
+    click.option("--data", type=click.Path(), help="Data folder (LF json.gz or XC text layout)."),
+    click.option("--out", required=True, type=click.Path(), help="Run directory (artefacts are cached here)."),
+    click.option("--config", "config", type=click.Path(), help="TOML config; see configs/."),
+    click.option("--seed", type=int, help="Run seed (overrides the config)."),
+]
+
+
+def common(f):
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+@cli.command("ab")
+@common
+@click.option("--adapter", help="Trainer adapter (default: builtin).")
+def ab_cmd(data, out, config, seed, adapter) -> None:
+    """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
+    from lever_plugins.pipeline import run_ab
+
+    cfg = _load_cfg(config, **{"data.path": data, "seed": seed, "trainer.adapter": adapter})
+    run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
+    click.echo(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'deciles.png'}")
+
+
+@cli.command("teach")
+@common
+def teach_cmd(data, out, config, seed) -> None:
+    """Train the Siamese teacher alone (resumes from its last checkpoint)."""
+    from lever_plugins.pipeline import data_signature, load_data, teacher_stage
+    from lever_plugins.runs import Run
+
+    cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
+    ds = load_data(cfg)
+    with Run(out) as run:
+        teacher_stage(run, ds, cfg, data_signature(ds), log=click.echo)
+
+
+@cli.command("soften")
+@common
+def soften_cmd(data, out, config, seed) -> None:
+    """Teacher (cached) then soft labels and blended targets into OUT/soft/."""
+    from lever_plugins.pipeline import data_signature, load_data, soft_stage, teacher_stage
+    from lever_plugins.runs import Run
+
+    cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
+    ds = load_data(cfg)
+    with Run(out) as run:
+        temb, tkey = teacher_stage(run, ds, cfg, data_signature(ds), log=click.echo)
+        t = soft_stage(run, ds, cfg, temb, tkey, log=click.echo)
+        click.echo(f"targets: {t.shape[0]} rows x {t.shape[1]} labels, {t.nnz} entries -> {Path(out) / 'soft'}")
+
+
+@cli.command("train")
+@common
+@click.option("--no-lever", is_flag=True, help="Train on the original binary targets (the base arm).")
+def train_cmd(data, out, config, seed, no_lever) -> None:
+    """Train the built-in OvA classifier (+LEVER unless --no-lever) and evaluate it on the test split."""
+    from lever_plugins.pipeline import train_one
+
+    cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
+    m = train_one(cfg, out, lever=not no_lever, log=click.echo)
+    for key, v in m.items():
+        click.echo(f"{key:<12} {100 * v:7.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="lever", standalone_mode=False)
+    except LeverError as exc:
+        click.echo(f"error: {exc.line()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(2)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

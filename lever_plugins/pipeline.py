@@ -1,0 +1,376 @@
+"""The LEVER pipeline as library calls: features, teacher, soft labels, train, evaluate, A/B.
+
+Each stage writes its artefacts into the run directory atomically and records its config hash and
+checksums in ``manifest.json``; a re-run skips every stage whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lever_plugins import config as cfgmod
+from lever_plugins import plugins
+from lever_plugins.config import RunConfig
+from lever_plugins.data.dataset import Dataset
+from lever_plugins.errors import ConfigError
+from lever_plugins.runs import Run, atomic_path, write_json
+
+LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Shared embedding cache: keyed by (model, text hash, max_len), so runs in different folders share it."""
+    root = os.environ.get(LEVER_CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lever-plugins"
+    )
+    return Path(root)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_data(cfg: RunConfig) -> Dataset:
+    from lever_plugins.data import load_dataset
+
+    if not cfg.data.path:
+        raise ConfigError("no data set given", where="data.path", fix="pass --data DIR or set [data] path")
+    ds = load_dataset(cfg.data.path, text=cfg.data.text, name=cfg.data.name or None)
+    return prepare_split(ds, cfg)
+
+
+def _take_rows(y: sp.csr_matrix, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, list[str]]:
+    return y[rows].tocsr(), [texts[i] for i in rows]
+
+
+def _filter_rows(pairs: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Re-index (row, label) filter pairs after selecting ``rows`` (kept in that order)."""
+    if len(pairs) == 0:
+        return pairs
+    pos = np.full(int(max(pairs[:, 0].max(), rows.max(initial=0))) + 1, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    new = pos[pairs[:, 0]]
+    keep = new >= 0
+    return np.stack([new[keep], pairs[keep, 1]], axis=1).astype(np.int64)
+
+
+def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
+    """Apply max_train/max_test slices and the train hold-out (settings search never sees the test split)."""
+    rng = np.random.default_rng(cfg.seed)
+    y_trn, trn_texts, trn_filter = ds.y_trn, ds.trn_texts, ds.trn_filter
+    y_tst, tst_texts, tst_filter = ds.y_tst, ds.tst_texts, ds.tst_filter
+    if cfg.data.holdout > 0:
+        perm = rng.permutation(y_trn.shape[0])
+        n_val = int(round(cfg.data.holdout * len(perm)))
+        val, trn = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        y_tst, tst_texts = _take_rows(y_trn, trn_texts, val)
+        tst_filter = _filter_rows(trn_filter, val)
+        y_trn, trn_texts = _take_rows(y_trn, trn_texts, trn)
+        trn_filter = _filter_rows(trn_filter, trn)
+    if cfg.data.max_train and cfg.data.max_train < y_trn.shape[0]:
+        rows = np.sort(rng.choice(y_trn.shape[0], cfg.data.max_train, replace=False))
+        y_trn, trn_texts = _take_rows(y_trn, trn_texts, rows)
+        trn_filter = _filter_rows(trn_filter, rows)
+    if cfg.data.max_test and cfg.data.max_test < y_tst.shape[0]:
+        rows = np.sort(rng.choice(y_tst.shape[0], cfg.data.max_test, replace=False))
+        y_tst, tst_texts = _take_rows(y_tst, tst_texts, rows)
+        tst_filter = _filter_rows(tst_filter, rows)
+    return replace(
+        ds,
+        y_trn=y_trn,
+        trn_texts=trn_texts,
+        trn_filter=trn_filter,
+        y_tst=y_tst,
+        tst_texts=tst_texts,
+        tst_filter=tst_filter,
+        trn_uids=None,
+        tst_uids=None,
+    )
+
+
+def data_signature(ds: Dataset) -> str:
+    """Content hash of what the stages consume: texts and matrices (not file paths or mtimes)."""
+    h = hashlib.sha256()
+    for texts in (ds.trn_texts, ds.tst_texts, ds.lbl_texts):
+        h.update(str(len(texts)).encode())
+        for t in texts:
+            h.update(hashlib.sha1(t.encode()).digest())
+    for m in (ds.y_trn, ds.y_tst):
+        m = m.tocsr()
+        for a in (m.indptr, m.indices, m.data):
+            h.update(np.ascontiguousarray(a).tobytes())
+    for f in (ds.trn_filter, ds.tst_filter):
+        h.update(np.ascontiguousarray(f, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- events
+
+
+def emit(run: Run, event: str, **payload: Any) -> None:
+    plugins.get_plugin_manager().hook.lever_run_event(run=run, event=event, payload=payload)
+
+
+@contextlib.contextmanager
+def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
+    info: dict[str, Any] = {"stage": name}
+    emit(run, "stage_start", **info)
+    t0 = time.perf_counter()
+    yield info
+    info["seconds"] = time.perf_counter() - t0
+    emit(run, "stage_end", **info)
+    if log:
+        log(f"[{name}] {info['seconds']:.1f}s" + (" (cached)" if info.get("cached") else ""))
+
+
+# ---------------------------------------------------------------- stages
+
+
+def features(ds: Dataset, cfg: RunConfig, progress: bool = True) -> dict[str, np.ndarray]:
+    """Frozen-encoder features of train docs, test docs and label texts (cached by text hash)."""
+    from lever_plugins.teacher.encoder import embed_cached
+
+    e = cfg.encoder
+    out = {}
+    for key, texts in (("trn", ds.trn_texts), ("tst", ds.tst_texts), ("lbl", ds.lbl_texts)):
+        out[key] = embed_cached(
+            texts, e.model, e.max_len, cache_dir() / "embeddings", batch_size=e.batch_size, device=e.device
+        )
+    return out
+
+
+def _save_npz_arrays(path: Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **arrays)
+
+
+def _save_csr(path: Path, m: sp.csr_matrix) -> None:
+    with atomic_path(path) as tmp:
+        sp.save_npz(tmp, m.tocsr())
+
+
+def teacher_stage(
+    run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None
+) -> tuple[dict[str, np.ndarray | None], str]:
+    """Train (or reuse) the teacher and return its label (and, when tau_d > 0, train-doc) embeddings."""
+    tcfg = cfg.teacher
+    need_docs = cfg.soft_labels.tau_d > 0
+    key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs)
+    art = "teacher/embeddings.npz"
+    with stage(run, "teacher", log) as info:
+        if run.stage_done("teacher", key, [art]):
+            info["cached"] = True
+        else:
+            factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
+            teacher = factory(tcfg, seed=tcfg.seed or cfg.seed)
+            t0 = time.perf_counter()
+            stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
+            lbl = teacher.embed(ds.lbl_texts)
+            doc = teacher.embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
+            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
+            run.record_stage("teacher", key, [art], time.perf_counter() - t0, stats=stats or {})
+        z = np.load(run.root / art)
+        info["key"] = key
+        return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, key
+
+
+def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):
+    scfg = cfg.soft_labels
+    key = cfgmod.config_hash(teacher_key, scfg)
+    arts = ["soft/y_aug.npz", "soft/soft.npz", "soft/targets.npz"]
+    with stage(run, "soft_labels", log) as info:
+        if run.stage_done("soft_labels", key, arts):
+            info["cached"] = True
+        else:
+            t0 = time.perf_counter()
+            provider = plugins.lookup(
+                plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider"
+            ).factory(scfg)
+            has_text = np.array([bool(t.strip()) for t in ds.lbl_texts])
+            sl = provider.build(ds.binary_train(), temb["doc"], temb["lbl"], has_text=has_text)
+            targets = plugins.get_plugin_manager().hook.lever_blend_targets(y=sl.y_aug, soft=sl.soft, config=scfg)
+            targets = sp.csr_matrix(targets, dtype=np.float32)
+            for name, m in zip(arts, (sl.y_aug, sl.soft, targets), strict=True):
+                _save_csr(run.root / name, m)
+            run.record_stage("soft_labels", key, arts, time.perf_counter() - t0, stats=sl.stats)
+        info["key"] = key
+        return sp.load_npz(run.root / arts[2]).tocsr().astype(np.float32)
+
+
+def train_stage(
+    run: Run,
+    arm: str,
+    x_train: np.ndarray,
+    targets: sp.csr_matrix,
+    x_test: np.ndarray,
+    cfg: RunConfig,
+    upstream_key: str,
+    log: Any = None,
+) -> tuple[sp.csr_matrix, dict]:
+    key = cfgmod.config_hash(upstream_key, cfg.trainer, cfg.encoder, cfg.seed, arm)
+    art = f"{arm}/scores.npz"
+    with stage(run, f"train_{arm}", log) as info:
+        if run.stage_done(f"train_{arm}", key, [art]):
+            info["cached"] = True
+            stats = run.manifest()["stages"][f"train_{arm}"].get("stats", {})
+        else:
+            adapter = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory()
+            t0 = time.perf_counter()
+            scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed)
+            _save_csr(run.root / art, scores)
+            run.record_stage(f"train_{arm}", key, [art], time.perf_counter() - t0, stats=stats)
+        return sp.load_npz(run.root / art).tocsr(), stats
+
+
+def eval_kwargs(ds: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    from lever_plugins.metrics import propensity_ab
+
+    A, B = propensity_ab(ds.name)
+    return {
+        "train_truth": ds.binary_train(),
+        "k": tuple(cfg.eval.k),
+        "A": cfg.eval.A if cfg.eval.A is not None else A,
+        "B": cfg.eval.B if cfg.eval.B is not None else B,
+        "filter_pairs": ds.tst_filter,
+    }
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for d in ("lever-plugins", "torch", "transformers", "faiss-cpu", "numpy", "scipy", "napkinxc"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[d] = md.version(d)
+    return out
+
+
+def arm_inputs(
+    run: Run, ds: Dataset, cfg: RunConfig, sig: str, feats: dict[str, np.ndarray], lever: bool, log: Any = None
+) -> tuple[np.ndarray, sp.csr_matrix, str]:
+    """Training rows, targets and upstream cache key of one arm. Base: N rows, binary targets.
+    +LEVER: N + L rows (label texts as documents) with the blended soft targets."""
+    if not lever:
+        return feats["trn"], ds.binary_train(), cfgmod.config_hash(sig)
+    temb, tkey = teacher_stage(run, ds, cfg, sig, log)
+    targets = soft_stage(run, ds, cfg, temb, tkey, log)
+    n = ds.y_trn.shape[0]
+    x = feats["trn"]
+    if targets.shape[0] > n:
+        x = np.vstack([x, feats["lbl"][: targets.shape[0] - n]])
+    return x, targets, cfgmod.config_hash(tkey, cfg.soft_labels)
+
+
+def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = print) -> dict[str, float]:
+    """One arm alone (``lever train [--no-lever]``): OUT/<arm>/scores.npz and metrics.json."""
+    from lever_plugins.metrics import evaluate
+
+    arm = "lever" if lever else "base"
+    with Run(out) as run:
+        ds = load_data(cfg)
+        sig = data_signature(ds)
+        with stage(run, "features", log):
+            feats = features(ds, cfg)
+        x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
+        s, _ = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log)
+        m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
+        write_json(run.root / arm / "metrics.json", m)
+        return m
+
+
+def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
+    """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
+    from lever_plugins.compare import format_table, paired_bootstrap
+    from lever_plugins.metrics import decile_contributions, evaluate, plot_deciles
+
+    run = Run(out)
+    with run:
+        walls: dict[str, float] = {}
+        t0 = time.perf_counter()
+        ds = load_data(cfg)
+        sig = data_signature(ds)
+        walls["data"] = time.perf_counter() - t0
+        log(
+            f"data {ds.name}: {len(ds.trn_texts)} train, {len(ds.tst_texts)} test, {ds.num_labels} labels"
+            + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")
+        )
+        with stage(run, "features", log) as info:
+            feats = features(ds, cfg)
+        walls["features"] = info["seconds"]
+
+        arms = {arm: arm_inputs(run, ds, cfg, sig, feats, arm == "lever", log) for arm in ("base", "lever")}
+        scores: dict[str, sp.csr_matrix] = {}
+        metrics: dict[str, dict[str, float]] = {}
+        ek = eval_kwargs(ds, cfg)
+        for arm, (x, y, ukey) in arms.items():
+            s, stats = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log)
+            scores[arm] = s
+            metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
+            write_json(run.root / arm / "metrics.json", metrics[arm])
+            emit(run, "metrics", arm=arm, metrics=metrics[arm])
+
+        t1 = time.perf_counter()
+        boot = paired_bootstrap(
+            scores["base"],
+            scores["lever"],
+            ds.y_tst,
+            ek["train_truth"],
+            n_boot=cfg.eval.bootstrap,
+            confidence=cfg.eval.confidence,
+            seed=cfg.seed,
+            filter_pairs=ek["filter_pairs"],
+            A=ek["A"],
+            B=ek["B"],
+        )
+        table = format_table(boot, names=("base", "+LEVER"))
+        header = (
+            f"# base vs +LEVER on {ds.name}\n\n{len(ds.tst_texts)} test documents, {ds.num_labels} labels; "
+            f"paired bootstrap ({cfg.eval.bootstrap} resamples of test documents), "
+            f"{cfg.eval.confidence:.0%} intervals; values in %.\n\n"
+        )
+        with run_text(run.root / "compare.md") as fh:
+            fh.write(header + table + "\n")
+        deciles = {
+            name: decile_contributions(scores[arm], ds.y_tst, ek["train_truth"], k=5, filter_pairs=ek["filter_pairs"])
+            for name, arm in (("base", "base"), ("+LEVER", "lever"))
+        }
+        write_json(run.root / "deciles.json", deciles)
+        plot_deciles(deciles, run.root / "deciles.png", title=f"P@5 by train-frequency decile: {ds.name}")
+        walls["compare"] = time.perf_counter() - t1
+        man = run.manifest()
+        stage_secs = {k: v.get("seconds") for k, v in man.get("stages", {}).items()}
+        run.update_manifest(
+            config=cfgmod.to_dict(cfg),
+            seeds={"run": cfg.seed, "teacher": cfg.teacher.seed or cfg.seed},
+            versions=versions(),
+            plugins=plugins.plugin_versions(),
+            wall_seconds={**walls, **stage_secs},
+            data={
+                "name": ds.name,
+                "signature": sig,
+                "n_trn": ds.y_trn.shape[0],
+                "n_tst": len(ds.tst_texts),
+                "L": ds.num_labels,
+            },
+        )
+        log("\n" + table)
+        return {"metrics": metrics, "bootstrap": boot, "table": table}
+
+
+@contextlib.contextmanager
+def run_text(path: Path) -> Iterator[Any]:
+    from lever_plugins.runs import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        yield fh

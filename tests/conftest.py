@@ -1,0 +1,84 @@
+"""Shared fixtures. HF runs offline in every test: no hub access, ever."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DEBTAGS = ROOT / "data" / "debtags-bookworm"
+WORDNET = SHARED / "data" / "wordnet-hypernyms-lf"
+
+WORDS = [
+    "audio", "video", "network", "game", "editor", "library", "python", "perl", "kernel", "font",
+    "science", "math", "chess", "music", "web", "server", "client", "shell", "graphics", "database",
+]  # fmt: skip
+
+
+def write_tiny_lf(folder: Path, n_trn: int = 60, n_tst: int = 20, n_lbl: int = 12, seed: int = 0) -> Path:
+    """A tiny LF json.gz data set whose documents mention their labels' words (learnable, long-tailed)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lbl_words = [WORDS[i % len(WORDS)] for i in range(n_lbl)]
+    freq = 1.0 / np.arange(1, n_lbl + 1)  # Zipf: a head and a tail
+    freq /= freq.sum()
+
+    def docs(n: int, prefix: str) -> list[dict]:
+        out = []
+        for i in range(n):
+            k = int(rng.integers(1, 4))
+            labs = sorted(set(rng.choice(n_lbl, size=k, p=freq).tolist()))
+            words = [lbl_words[j] for j in labs] + [str(w) for w in rng.choice(WORDS, 2)]
+            out.append(
+                {
+                    "uid": f"{prefix}{i}",
+                    "title": " ".join(words),
+                    "content": f"tool number {i}",
+                    "target_ind": labs,
+                    "target_rel": [1.0] * len(labs),
+                }
+            )
+        return out
+
+    def dump(name: str, rows: list[dict]) -> None:
+        with gzip.open(folder / name, "wt", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+
+    dump("trn.json.gz", docs(n_trn, "d"))
+    dump("tst.json.gz", docs(n_tst, "t"))
+    dump(
+        "lbl.json.gz",
+        [{"uid": f"l{j}", "title": f"{w} software", "content": f"programs about {w}"} for j, w in enumerate(lbl_words)],
+    )
+    return folder
+
+
+@pytest.fixture
+def tiny_lf(tmp_path: Path) -> Path:
+    return write_tiny_lf(tmp_path / "tiny")
+
+
+def lever(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``lever`` CLI in a subprocess (exit codes and stderr as a user sees them)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "lever_cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=600,
+    )
