@@ -121,7 +121,7 @@ def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, o
     from lever_plugins.metrics import evaluate, propensity_ab
     from lever_plugins.runs import write_json
 
-    scores = read_matrix(scores_path)
+    scores = read_matrix(scores_path, nonneg=False)  # logits and cosines may be negative
     truth = read_matrix(truth_path)
     if scores.shape != truth.shape:
         raise DataError(
