@@ -41,7 +41,7 @@ def lever_register_adapters(register):
 def lever_blend_targets(y, soft, config):
     from lever_plugins.soft_labels.blend import blend
 
-    return blend(y, soft, config.blend_lambda)
+    return blend(y, soft, config.blend_lambda, mode=config.blend_mode)
 
 
 @hookimpl(trylast=True)

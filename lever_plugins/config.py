@@ -76,6 +76,7 @@ class SoftLabelConfig:
     threshold: float = 0.8  # on the calibrated score
     label_rows: bool = True  # add every label as a training row (N+L rows)
     blend_lambda: float = 0.5  # target = lambda*y + (1-lambda)*p
+    blend_mode: str = "paper"  # "paper" (lambda blend) or "union" (the official code's released matrix)
 
 
 @dataclass
@@ -174,6 +175,7 @@ _CHOICES = {
     ("teacher", "loss"): ("triplet", "logistic"),
     ("soft_labels", "index"): ("flat", "hnsw", "ivf"),
     ("soft_labels", "calibration"): ("linear", "sigmoid"),
+    ("soft_labels", "blend_mode"): ("paper", "union"),
     ("trainer", "negatives"): ("full", "shortlist"),
     ("data", "text"): ("title", "title+content"),
 }

@@ -28,7 +28,7 @@ def lever_register_soft_label_providers(register):
     """Fires once when the plugin manager builds its registries.
 
     Call ``register(name, factory)``; ``factory(config: SoftLabelConfig)`` returns an object with
-    ``build(y_train, doc_emb, lbl_emb) -> SoftLabels`` giving the hard augmented (N+L)×L matrix and the
+    ``build(y_train, doc_emb, lbl_emb, has_text=None) -> SoftLabels`` giving the hard augmented (N+L)×L matrix and the
     teacher's soft (N+L)×L matrix (calibrated scores, ground truth never included). Return ignored.
     """
 

@@ -1,0 +1,37 @@
+"""Map teacher cosines to probabilities in [0, 1].
+
+Difference from the official script (anirudhb11/LEVER ``create_teacher_distilled_dataset.py``): there
+the sigmoid is applied to the ALREADY linear-mapped score s = (1 + cos)/2, as 1/(1 + exp(-a·s + b)),
+and for labels to -s, so label scores DEcrease with similarity (a sign bug) and never exceed 0.5 for
+a = 1, b = 0. Here the sigmoid takes the cosine itself, 1/(1 + exp(-(a·cos + c))), identically for
+documents and labels: monotone increasing in cos whenever a > 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lever_plugins.errors import ConfigError
+
+METHODS = ("linear", "sigmoid")
+
+
+def calibrate(cos: np.ndarray, method: str = "linear", a: float = 1.0, c: float = 0.0) -> np.ndarray:
+    """Calibrated score of each cosine: ``linear`` (1 + cos)/2, ``sigmoid`` 1/(1 + exp(-(a·cos + c))).
+
+    Returns float32 of the same shape. -inf (kNN padding) maps to -inf (linear) or 0 (sigmoid), below
+    any usable threshold either way.
+    """
+    x = np.asarray(cos, dtype=np.float32)
+    if method == "linear":
+        return ((1.0 + x) / 2.0).astype(np.float32, copy=False)
+    if method == "sigmoid":
+        if a <= 0:
+            raise ConfigError(
+                f"sigmoid_a = {a} must be > 0 (the score must grow with the cosine)",
+                where="soft_labels.sigmoid_a",
+            )
+        z = np.float32(a) * x + np.float32(c)
+        with np.errstate(over="ignore"):  # exp(+large) -> inf -> score 0, which is the right limit
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32, copy=False)
+    raise ConfigError(f"calibration {method!r} is not one of {', '.join(METHODS)}", where="soft_labels.calibration")
