@@ -18,8 +18,8 @@ def lever_register_teachers(register):
     """Fires once when the plugin manager builds its registries.
 
     Call ``register(name, factory)`` for each teacher; ``factory(config: TeacherConfig)`` returns an
-    object with ``fit(dataset, workdir, resume) -> None`` and ``embed(texts) -> np.ndarray``
-    (L2-normalised float32 rows). Return value ignored.
+    object with ``fit(doc_texts, lbl_texts, y, workdir, resume) -> dict`` (training stats) and
+    ``embed(texts) -> np.ndarray`` (L2-normalised float32 rows). Return value ignored.
     """
 
 

