@@ -172,12 +172,22 @@ def teacher_stage(
         if run.stage_done("teacher", key, [art]):
             info["cached"] = True
         else:
-            factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
-            teacher = factory(tcfg, seed=tcfg.seed or cfg.seed)
             t0 = time.perf_counter()
-            stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
-            lbl = teacher.embed(ds.lbl_texts)
-            doc = teacher.embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
+            if tcfg.name == "siamese" and not tcfg.train:
+                # The pre-trained encoder as teacher: its embeddings are shared with every other run.
+                from lever_plugins.teacher.encoder import embed_cached
+
+                def embed(texts: list[str]) -> np.ndarray:
+                    return embed_cached(texts, tcfg.model, tcfg.max_len, cache_dir() / "embeddings", device=tcfg.device)
+
+                stats = {"trained": False}
+            else:
+                factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
+                teacher = factory(tcfg, seed=tcfg.seed or cfg.seed)
+                stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
+                embed = teacher.embed
+            lbl = embed(ds.lbl_texts)
+            doc = embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
             _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
             run.record_stage("teacher", key, [art], time.perf_counter() - t0, stats=stats or {})
         z = np.load(run.root / art)
@@ -277,9 +287,9 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
     from lever_plugins.metrics import evaluate
 
     arm = "lever" if lever else "base"
+    ds = load_data(cfg)
+    sig = data_signature(ds)
     with Run(out) as run:
-        ds = load_data(cfg)
-        sig = data_signature(ds)
         with stage(run, "features", log):
             feats = features(ds, cfg)
         x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
@@ -294,13 +304,12 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     from lever_plugins.compare import format_table, paired_bootstrap
     from lever_plugins.metrics import decile_contributions, evaluate, plot_deciles
 
-    run = Run(out)
-    with run:
-        walls: dict[str, float] = {}
-        t0 = time.perf_counter()
-        ds = load_data(cfg)
-        sig = data_signature(ds)
-        walls["data"] = time.perf_counter() - t0
+    walls: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ds = load_data(cfg)  # bad input fails here, before the run directory exists
+    sig = data_signature(ds)
+    walls["data"] = time.perf_counter() - t0
+    with Run(out) as run:
         log(
             f"data {ds.name}: {len(ds.trn_texts)} train, {len(ds.tst_texts)} test, {ds.num_labels} labels"
             + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")
@@ -341,12 +350,16 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         )
         with run_text(run.root / "compare.md") as fh:
             fh.write(header + table + "\n")
-        deciles = {
-            name: decile_contributions(scores[arm], ds.y_tst, ek["train_truth"], k=5, filter_pairs=ek["filter_pairs"])
-            for name, arm in (("base", "base"), ("+LEVER", "lever"))
-        }
-        write_json(run.root / "deciles.json", deciles)
-        plot_deciles(deciles, run.root / "deciles.png", title=f"P@5 by train-frequency decile: {ds.name}")
+        # Equal positive-mass bins show the tail (as the paper's figure); equal label-count bins are kept too.
+        for mode, suffix in (("mass", ""), ("labels", "_labels")):
+            deciles = {
+                name: decile_contributions(
+                    scores[arm], ds.y_tst, ek["train_truth"], k=5, mode=mode, filter_pairs=ek["filter_pairs"]
+                )
+                for name, arm in (("base", "base"), ("+LEVER", "lever"))
+            }
+            write_json(run.root / f"deciles{suffix}.json", deciles)
+            plot_deciles(deciles, run.root / f"deciles{suffix}.png", title=f"P@5 by train-frequency bin: {ds.name}")
         walls["compare"] = time.perf_counter() - t1
         man = run.manifest()
         stage_secs = {k: v.get("seconds") for k, v in man.get("stages", {}).items()}

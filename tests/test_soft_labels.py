@@ -424,3 +424,13 @@ def test_builtin_hook_blends_with_config_lambda():
     y, s = _random_pair(np.random.default_rng(14))
     got = builtin.lever_blend_targets(y, s, cfg(blend_lambda=0.3))
     assert entries(got) == entries(blend(y, s, 0.3))
+
+
+def test_calibrated_scores_stay_in_unit_interval_for_rounded_cosines():
+    from lever_plugins.soft_labels.calibrate import calibrate
+
+    cos = np.array([1.0000001, -1.0000001, 0.3], dtype=np.float32)
+    for method in ("linear", "sigmoid"):
+        p = calibrate(cos, method)
+        assert (p >= 0).all() and (p <= 1).all()
+    assert calibrate(cos, "linear")[0] == 1.0 and calibrate(cos, "linear")[1] == 0.0

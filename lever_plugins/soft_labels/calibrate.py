@@ -22,7 +22,8 @@ def calibrate(cos: np.ndarray, method: str = "linear", a: float = 1.0, c: float 
     Returns float32 of the same shape. -inf (kNN padding) maps to -inf (linear) or 0 (sigmoid), below
     any usable threshold either way.
     """
-    x = np.asarray(cos, dtype=np.float32)
+    # Float rounding gives cosines of unit vectors a hair outside [-1, 1]; scores must stay probabilities.
+    x = np.clip(np.asarray(cos, dtype=np.float32), -1.0, 1.0)
     if method == "linear":
         return ((1.0 + x) / 2.0).astype(np.float32, copy=False)
     if method == "sigmoid":
