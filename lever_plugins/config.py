@@ -89,6 +89,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     negatives: str = "shortlist"  # "full", "shortlist"
     shortlist_size: int = 100
+    hidden: int = 0  # >0: a residual hidden layer of this width before the OvA head
     top_k: int = 100  # predictions kept per test document
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
     device: str = "auto"

@@ -59,7 +59,9 @@ def lever_loss(logits, targets, config):
 
     ``logits``: torch tensor (batch × candidates); ``targets``: float tensor of the same shape (the
     blended soft targets, or binary ones with --no-lever); ``config``: the TrainerConfig.
-    Return a scalar torch loss, or None to let the next plugin answer.
+    Return a scalar torch loss that is a MEAN over the batch × candidates entries (the built-in trainer
+    multiplies it by the number of candidate columns, so sampled shortlists weigh every entry alike),
+    or None to let the next plugin answer.
     """
 
 

@@ -1,0 +1,318 @@
+"""The built-in OvA trainer on small synthetic problems (seconds, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lever_plugins.config import TrainerConfig
+from lever_plugins.errors import DataError, LeverError
+from lever_plugins.trainer import ova
+
+torch = pytest.importorskip("torch")
+faiss = pytest.importorskip("faiss")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # 2 shared cores: a second OpenMP thread spinning against other processes makes steps 20x slower.
+    t, f = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    yield
+    torch.set_num_threads(t)
+    faiss.omp_set_num_threads(f)
+
+
+def make_problem(n: int = 2500, d: int = 32, L: int = 200, seed: int = 0, noise: float = 0.3):
+    """Documents are noisy sums of 1-3 label prototypes: linearly separable up to the noise."""
+    rng = np.random.default_rng(seed)
+    proto = rng.standard_normal((L, d)).astype(np.float32)
+    k = rng.integers(1, 4, n)
+    rows = np.repeat(np.arange(n), k)
+    cols = np.concatenate([rng.choice(L, kk, replace=False) for kk in k])
+    y = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, L))
+    x = (y @ proto + noise * rng.standard_normal((n, d))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, y
+
+
+def top1(scores: sp.csr_matrix) -> np.ndarray:
+    out = np.empty(scores.shape[0], np.int64)
+    for i in range(scores.shape[0]):
+        a, b = scores.indptr[i], scores.indptr[i + 1]
+        out[i] = scores.indices[a + np.argmax(scores.data[a:b])]
+    return out
+
+
+def p_at_1(scores: sp.csr_matrix, truth: sp.csr_matrix) -> float:
+    t = top1(scores)
+    return float(np.mean([truth[i, t[i]] > 0 for i in range(len(t))]))
+
+
+def cfg(**kw) -> TrainerConfig:
+    base = dict(epochs=6, batch_size=128, lr=1e-2, shortlist_size=20, top_k=5, device="cpu")
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    x, y = make_problem()
+    return x[:2000], y[:2000], x[2000:], y[2000:]
+
+
+@pytest.fixture(scope="module")
+def trained(problem):
+    xtr, ytr, xte, yte = problem
+    return {
+        m: ova.train_predict(xtr, ytr, xte, cfg(negatives=m), seed=3, progress=False) for m in ("full", "shortlist")
+    }
+
+
+def test_both_modes_learn_a_separable_problem(problem, trained):
+    _, _, xte, yte = problem
+    p = {m: p_at_1(s, yte) for m, (s, _) in trained.items()}
+    assert p["full"] > 0.9 and p["shortlist"] > 0.9, p
+    assert abs(p["full"] - p["shortlist"]) <= 0.05, p
+    for m, (s, stats) in trained.items():
+        assert s.shape == (len(xte), 200) and np.all(np.diff(s.indptr) == 5)
+        assert stats["epochs_run"] == 6 and len(stats["epoch_seconds"]) == 6 and stats["mode"] == m
+    # the shortlist really trains on a subset of the 200 labels
+    assert 0 < np.mean(trained["shortlist"][1]["mean_candidates"]) < 200
+
+
+def test_shortlist_topk_is_exact_brute_force(problem):
+    xtr, ytr, xte, _ = problem
+    model, _ = ova.train(xtr, ytr, cfg(negatives="shortlist", epochs=3), seed=1, progress=False)
+    brute = xte @ model.weight.T + model.bias  # independent oracle: numpy over the exposed weights
+    k = 7
+    want = np.sort(brute, axis=1)[:, ::-1][:, :k]
+    for method in ("faiss", "torch"):
+        got = model.topk(xte, k, method=method)
+        vals = got.data.reshape(-1, k)
+        np.testing.assert_allclose(np.sort(vals, axis=1)[:, ::-1], want, rtol=1e-5, atol=1e-5)
+        # the returned indices carry the brute-force scores they claim
+        np.testing.assert_allclose(vals, np.take_along_axis(brute, got.indices.reshape(-1, k), 1), rtol=1e-5, atol=1e-5)
+    # train_predict (same seed) returns the same top-k as the model's weights give
+    scores, _ = ova.train_predict(xtr, ytr, xte, cfg(negatives="shortlist", epochs=3, top_k=k), seed=1, progress=False)
+    np.testing.assert_allclose(np.sort(scores.data.reshape(-1, k), 1)[:, ::-1], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["full", "shortlist"])
+def test_soft_targets_order_the_scores(mode):
+    """Labels 0 and 1 share the same documents; only their target values differ."""
+    x, y = make_problem(n=1500, L=40, seed=5)
+    y = y.tolil()
+    rng = np.random.default_rng(0)
+    group = rng.choice(1500, 300, replace=False)
+    y[:, 0] = 0
+    y[:, 1] = 0
+    shift = np.zeros(x.shape[1], np.float32)
+    shift[0] = 3.0  # the group's documents share a feature direction (both labels are learnable)
+    x = x.copy()
+    x[group] += shift
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+
+    def scores_for(a: float, b: float) -> np.ndarray:
+        t = y.copy()
+        t[group, 0] = a
+        t[group, 1] = b
+        model, _ = ova.train(x, sp.csr_matrix(t), cfg(negatives=mode, epochs=8), seed=0, progress=False)
+        s = model.scores(x[group])
+        return s[:, 0] - s[:, 1]
+
+    assert np.all(scores_for(0.9, 0.1) > 0)
+    assert np.all(scores_for(0.1, 0.9) < 0)  # swapped values, swapped order: not a column-order bias
+
+
+@pytest.mark.parametrize("mode", ["full", "shortlist"])
+def test_same_seed_same_scores(problem, trained, mode):
+    xtr, ytr, xte, _ = problem
+    again, _ = ova.train_predict(xtr, ytr, xte, cfg(negatives=mode), seed=3, progress=False)
+    first = trained[mode][0]
+    np.testing.assert_array_equal(again.indices, first.indices)
+    np.testing.assert_array_equal(again.data, first.data)
+    other, _ = ova.train_predict(xtr, ytr, xte, cfg(negatives=mode), seed=4, progress=False)
+    assert not np.array_equal(other.data, first.data)  # the seed is actually used
+
+
+class CountingLoss:
+    """A throwaway plugin: answers lever_loss first, counting calls; ``flip`` trains on 1 - targets."""
+
+    def __init__(self, flip: bool):
+        self.flip = flip
+        self.calls = 0
+        self.shapes: list[tuple] = []
+        self.configs: list = []
+
+    from lever_plugins.hookspecs import hookimpl
+
+    @hookimpl
+    def lever_loss(self, logits, targets, config):
+        self.calls += 1
+        self.shapes.append((tuple(logits.shape), tuple(targets.shape)))
+        self.configs.append(config)
+        t = 1.0 - targets if self.flip else targets
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, t)
+
+
+@pytest.fixture
+def register_loss():
+    from lever_plugins.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    added = []
+
+    def add(plugin):
+        pm.register(plugin, name=f"test-loss-{id(plugin)}")
+        added.append(plugin)
+        return plugin
+
+    yield add
+    for p in added:
+        pm.unregister(p)
+
+
+@pytest.mark.parametrize("mode", ["full", "shortlist"])
+def test_lever_loss_hook_is_called_and_can_override(problem, trained, register_loss, mode):
+    xtr, ytr, xte, yte = problem
+    c = cfg(negatives=mode, epochs=2)
+    plain = register_loss(CountingLoss(flip=False))
+    ova.train_predict(xtr, ytr, xte, c, seed=3, progress=False)
+    assert plain.calls == 2 * int(np.ceil(2000 / 128))  # once per batch
+    assert all(a == b and a[0] <= 128 for a, b in plain.shapes)
+    assert all(conf is c for conf in plain.configs)
+    if mode == "full":
+        assert all(a[1] == 200 for a, _ in plain.shapes)
+
+    flipped = register_loss(CountingLoss(flip=True))  # registered last: pluggy calls it first
+    s, _ = ova.train_predict(xtr, ytr, xte, cfg(negatives=mode), seed=3, progress=False)
+    assert flipped.calls > 0 and plain.calls == 2 * int(np.ceil(2000 / 128))  # firstresult: plain not reached
+    assert p_at_1(s, yte) < p_at_1(trained[mode][0], yte) - 0.3  # trained against its targets
+
+
+def test_explicit_loss_fn_bypasses_the_hook(problem, register_loss):
+    xtr, ytr, xte, _ = problem
+    hook = register_loss(CountingLoss(flip=False))
+    calls = []
+
+    def loss(logits, targets):
+        calls.append(1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+    ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=0, loss_fn=loss, progress=False)
+    assert len(calls) == int(np.ceil(2000 / 128)) and hook.calls == 0
+
+
+def test_early_stopping_keeps_the_best_epoch(problem):
+    """A loss that scrambles the targets after two epochs: validation P@1 falls, training stops."""
+    xtr, ytr, xte, yte = problem
+    per_epoch = int(np.ceil(2000 / 128))
+    n = [0]
+
+    def loss(logits, targets):
+        n[0] += 1
+        t = targets if n[0] <= 2 * per_epoch else torch.roll(targets, 1, dims=1)
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, t)
+
+    c = cfg(negatives="full", epochs=20, early_stopping=2)
+    model, stats = ova.train(xtr, ytr, c, seed=0, loss_fn=loss, progress=False, x_valid=xte, y_valid=yte)
+    best = stats["best_epoch"]
+    assert best == int(np.argmax(stats["valid_p1"])) + 1 <= 3  # scrambling starts in epoch 3
+    assert stats["epochs_run"] == best + 2 < 20  # stopped after 2 epochs without improvement
+    assert stats["valid_p1"][-1] < max(stats["valid_p1"]) - 0.05
+    # the returned weights are the best epoch's, not the last (scrambled) ones
+    assert p_at_1(model.topk(xte, 1), yte) == pytest.approx(max(stats["valid_p1"]))
+
+
+def test_ivf_mining_path(problem, monkeypatch):
+    xtr, ytr, xte, yte = problem
+    monkeypatch.setattr(ova, "IVF_MIN_LABELS", 50)
+    s, stats = ova.train_predict(xtr, ytr, xte, cfg(negatives="shortlist"), seed=0, progress=False)
+    assert stats["mining_index"].startswith("ivf")
+    assert p_at_1(s, yte) > 0.9
+
+
+def test_hidden_layer_and_save_load(problem, tmp_path):
+    xtr, ytr, xte, yte = problem
+    for mode in ("full", "shortlist"):
+        model, stats = ova.train(xtr, ytr, cfg(negatives=mode), seed=0, progress=False, hidden=64)
+        assert stats["hidden"] == 64 and np.abs(model.hidden["w2"]).sum() > 0  # the block did train
+        assert p_at_1(model.topk(xte, 5), yte) > 0.9
+        model.save(tmp_path / f"{mode}.npz")
+        back = ova.OvAModel.load(tmp_path / f"{mode}.npz")
+        np.testing.assert_array_equal(back.scores(xte), model.scores(xte))
+        assert back.mode == mode
+
+
+def test_bad_inputs_are_one_line_errors(problem):
+    xtr, ytr, xte, _ = problem
+    with pytest.raises(DataError, match="target rows"):
+        ova.train_predict(xtr[:10], ytr, xte, cfg(), seed=0, progress=False)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        ova.train_predict(xtr, ytr * 2.0, xte, cfg(), seed=0, progress=False)
+    with pytest.raises(DataError, match="as wide"):
+        ova.train_predict(xtr, ytr, xte[:, :5], cfg(), seed=0, progress=False)
+    with pytest.raises(LeverError, match="negatives"):
+        ova.train_predict(xtr, ytr, xte, dataclasses.replace(cfg(), negatives="half"), seed=0, progress=False)
+
+
+def test_builtin_adapter(problem):
+    from lever_plugins import plugins
+    from lever_plugins.trainer.adapter import BuiltinAdapter
+
+    adapter = plugins.adapters()["builtin"].factory()
+    assert isinstance(adapter, BuiltinAdapter)
+    assert adapter.name == "builtin" and adapter.upstream is None
+    assert adapter.check() == [] and adapter.check("/nowhere") == []
+    with adapter.patch(run=None):
+        pass
+    with pytest.raises(LeverError, match="lever train"):
+        adapter.launch(None, [])
+    xtr, ytr, xte, _ = problem
+    a, _ = adapter.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=2, progress=False)
+    b, _ = ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=2, progress=False)
+    np.testing.assert_array_equal(a.toarray(), b.toarray())
+
+
+def test_package_import_is_light():
+    code = "import sys, lever_plugins.trainer, lever_plugins.trainer.adapter; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_batch_order_depends_on_seed_and_rows_only(problem):
+    """Full and shortlist runs of one size see the same batches in the same order (row sums as a witness)."""
+    xtr, ytr, _, _ = problem
+    ytr = ytr.multiply(np.random.default_rng(0).uniform(0.1, 1.0, ytr.shape[0])[:, None]).tocsr()  # rows differ
+    seen: dict[str, list] = {"full": [], "shortlist": []}
+
+    def record(mode):
+        def loss(logits, targets):
+            seen[mode].append(np.sort(targets.sum(1).numpy()))
+            return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+        return loss
+
+    for mode in seen:
+        ova.train(xtr, ytr, cfg(negatives=mode, epochs=2), seed=7, loss_fn=record(mode), progress=False)
+    assert len(seen["full"]) == len(seen["shortlist"]) == 2 * int(np.ceil(2000 / 128))
+    for a, b in zip(seen["full"], seen["shortlist"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(seen["full"][0], seen["full"][16])  # epochs are reshuffled
+
+
+@pytest.mark.parametrize("mode", ["full", "shortlist"])
+def test_weight_decay_shrinks_the_weights(problem, mode):
+    xtr, ytr, _, _ = problem
+    norms = {}
+    for wd in (0.0, 5.0):
+        model, _ = ova.train(xtr, ytr, cfg(negatives=mode, epochs=2, weight_decay=wd), seed=0, progress=False)
+        norms[wd] = np.linalg.norm(model.weight)
+    assert norms[5.0] < 0.8 * norms[0.0], norms
