@@ -23,7 +23,9 @@ def calibrate(cos: np.ndarray, method: str = "linear", a: float = 1.0, c: float 
     any usable threshold either way.
     """
     # Float rounding gives cosines of unit vectors a hair outside [-1, 1]; scores must stay probabilities.
-    x = np.clip(np.asarray(cos, dtype=np.float32), -1.0, 1.0)
+    # -inf (padding for missing neighbours) is kept so that it stays below every threshold.
+    x = np.asarray(cos, dtype=np.float32)
+    x = np.where(np.isfinite(x), np.clip(x, -1.0, 1.0), x)
     if method == "linear":
         return ((1.0 + x) / 2.0).astype(np.float32, copy=False)
     if method == "sigmoid":
