@@ -82,7 +82,7 @@ class SoftLabelConfig:
 @dataclass
 class TrainerConfig:
     adapter: str = "builtin"
-    finetune: bool = False  # fine-tune the encoder instead of frozen features
+    finetune: bool = False  # fine-tuning the encoder in the built-in trainer: not implemented yet
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-2
@@ -192,6 +192,12 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
         raise ConfigError(f"soft_labels.blend_lambda = {sl.blend_lambda} must be in [0, 1]", where=where)
     if sl.tau_l < 1 or sl.tau_d < 0:
         raise ConfigError("soft_labels.tau_l must be >= 1 and tau_d >= 0", where=where)
+    if cfg.trainer.finetune and cfg.trainer.adapter == "builtin":
+        raise ConfigError(
+            "trainer.finetune = true is not implemented by the builtin trainer yet",
+            where=where,
+            fix="use frozen features (finetune = false), or train the teacher ([teacher] train = true)",
+        )
     if not 0.0 <= cfg.data.holdout < 1.0:
         raise ConfigError(f"data.holdout = {cfg.data.holdout} must be in [0, 1)", where=where)
     return cfg
