@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import platform
 import sys
@@ -227,7 +228,10 @@ def train_stage(
     cfg: RunConfig,
     upstream_key: str,
     log: Any = None,
+    texts: tuple[list[str], list[str]] | None = None,
 ) -> tuple[sp.csr_matrix, dict]:
+    """Train one arm through the configured adapter. Adapters whose ``train_predict`` takes ``texts``
+    also get the (train rows, test rows) texts, for trainers that build their own features."""
     key = cfgmod.config_hash(upstream_key, cfg.trainer, cfg.encoder, cfg.seed, arm)
     art = f"{arm}/scores.npz"
     with stage(run, f"train_{arm}", log) as info:
@@ -237,7 +241,8 @@ def train_stage(
         else:
             adapter = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory()
             t0 = time.perf_counter()
-            scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed)
+            extra = {"texts": texts} if "texts" in inspect.signature(adapter.train_predict).parameters else {}
+            scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
             _save_csr(run.root / art, scores)
             run.record_stage(f"train_{arm}", key, [art], time.perf_counter() - t0, stats=stats)
         return sp.load_npz(run.root / art).tocsr(), stats
@@ -282,6 +287,12 @@ def arm_inputs(
     return x, targets, cfgmod.config_hash(tkey, cfg.soft_labels)
 
 
+def arm_texts(ds: Dataset, rows: int) -> tuple[list[str], list[str]]:
+    """Texts of an arm's training rows (documents, then label texts for the N + L rows) and test rows."""
+    n = len(ds.trn_texts)
+    return ds.trn_texts + ds.lbl_texts[: rows - n], ds.tst_texts
+
+
 def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = print) -> dict[str, float]:
     """One arm alone (``lever train [--no-lever]``): OUT/<arm>/scores.npz and metrics.json."""
     from lever_plugins.metrics import evaluate
@@ -293,7 +304,7 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
         with stage(run, "features", log):
             feats = features(ds, cfg)
         x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
-        s, _ = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log)
+        s, _ = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log, texts=arm_texts(ds, y.shape[0]))
         m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
         write_json(run.root / arm / "metrics.json", m)
         return m
@@ -323,7 +334,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         metrics: dict[str, dict[str, float]] = {}
         ek = eval_kwargs(ds, cfg)
         for arm, (x, y, ukey) in arms.items():
-            s, stats = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log)
+            s, stats = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log, texts=arm_texts(ds, y.shape[0]))
             scores[arm] = s
             metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
             write_json(run.root / arm / "metrics.json", metrics[arm])
