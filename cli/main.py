@@ -170,11 +170,14 @@ def common(f):
 @cli.command("ab")
 @common
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
-def ab_cmd(data, out, config, seed, adapter) -> None:
+@click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
+def ab_cmd(data, out, config, seed, adapter, reference) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
     from lever_plugins.pipeline import run_ab
 
-    cfg = _load_cfg(config, **{"data.path": data, "seed": seed, "trainer.adapter": adapter})
+    cfg = _load_cfg(
+        config, **{"data.path": data, "seed": seed, "trainer.adapter": adapter, "eval.reference": reference}
+    )
     run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
     click.echo(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'deciles.png'}")
 

@@ -102,6 +102,7 @@ class EvalConfig:
     B: float | None = None
     bootstrap: int = 1000
     confidence: float = 0.95
+    reference: str = ""  # "plt": add napkinXC PLT on TF-IDF (adapter lever-napkinxc) as a reference row
 
 
 @dataclass
@@ -179,6 +180,7 @@ _CHOICES = {
     ("soft_labels", "blend_mode"): ("paper", "union"),
     ("trainer", "negatives"): ("full", "shortlist"),
     ("data", "text"): ("title", "title+content"),
+    ("eval", "reference"): ("", "plt"),
 }
 
 

@@ -310,6 +310,36 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
         return m
 
 
+def reference_stage(run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None) -> sp.csr_matrix:
+    """napkinXC PLT on TF-IDF, trained on the original binary targets: a standard XC library beside the A/B."""
+    try:
+        from lever_napkinxc.reference import plt_reference
+    except ImportError as exc:
+        raise ConfigError(
+            "eval.reference = 'plt' needs the lever-napkinxc adapter",
+            where="--reference",
+            fix="pip install -e adapters/napkinxc (scripts/setup.sh does)",
+        ) from exc
+    key = cfgmod.config_hash(sig, cfg.seed, cfg.trainer.top_k, "plt")
+    art = "reference/scores.npz"
+    with stage(run, "reference_plt", log) as info:
+        if run.stage_done("reference_plt", key, [art]):
+            info["cached"] = True
+        else:
+            t0 = time.perf_counter()
+            s = plt_reference(ds.trn_texts, ds.binary_train(), ds.tst_texts, top_k=cfg.trainer.top_k, seed=cfg.seed)
+            _save_csr(run.root / art, s)
+            run.record_stage("reference_plt", key, [art], time.perf_counter() - t0)
+    return sp.load_npz(run.root / art).tocsr()
+
+
+def reference_table(metrics: dict[str, dict[str, float]], keys: tuple[str, ...]) -> str:
+    rows = ["| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for name, m in metrics.items():
+        rows.append(f"| {name} | " + " | ".join(f"{100 * m[k]:.2f}" for k in keys) + " |")
+    return "\n".join(rows)
+
+
 def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
     from lever_plugins.compare import format_table, paired_bootstrap
@@ -354,6 +384,14 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             B=ek["B"],
         )
         table = format_table(boot, names=("base", "+LEVER"))
+        if cfg.eval.reference == "plt":
+            ref = reference_stage(run, ds, cfg, sig, log)
+            metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
+            write_json(run.root / "reference" / "metrics.json", metrics["plt"])
+            keys = tuple(k for k in boot)
+            table += "\n\nReference, same split (napkinXC PLT on TF-IDF, binary targets):\n\n" + reference_table(
+                {"base": metrics["base"], "+LEVER": metrics["lever"], "napkinXC PLT": metrics["plt"]}, keys
+            )
         header = (
             f"# base vs +LEVER on {ds.name}\n\n{len(ds.tst_texts)} test documents, {ds.num_labels} labels; "
             f"paired bootstrap ({cfg.eval.bootstrap} resamples of test documents), "

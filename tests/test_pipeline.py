@@ -136,3 +136,20 @@ def test_lever_raises_tail_coverage_on_tiny_data(tmp_path: Path, tiny_lf: Path, 
     r = run_ab(_cfg(tiny_lf, trainer={"epochs": 8}), out, log=lambda s: None)
     assert r["metrics"]["lever"]["C@5"] >= r["metrics"]["base"]["C@5"]
     assert np.isfinite(r["bootstrap"]["C@5"]["lo"])
+
+
+def test_plt_reference_row(tmp_path: Path, tiny_lf: Path, cache: Path):
+    pytest.importorskip("lever_napkinxc", reason="adapters/napkinxc not installed")
+    from lever_napkinxc.reference import plt_reference
+
+    from lever_plugins.data import load_dataset
+
+    out = tmp_path / "run"
+    run_ab(_cfg(tiny_lf, teacher={"train": False}, eval={"reference": "plt"}), out, log=lambda s: None)
+    ds = load_dataset(tiny_lf)
+    ref = plt_reference(ds.trn_texts, ds.binary_train(), ds.tst_texts, top_k=100, seed=3)
+    want = evaluate(ref, ds.y_tst, train_truth=ds.binary_train(), A=0.55, B=1.5)
+    got = json.loads((out / "reference" / "metrics.json").read_text())
+    assert got == pytest.approx(want)
+    table = (out / "compare.md").read_text()
+    assert f"| napkinXC PLT | {100 * want['P@1']:.2f} |" in table
