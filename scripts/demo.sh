@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/lever plugins
-.venv/bin/lever ab --data data/debtags-bookworm --config configs/debtags.toml --out "${1:-runs/demo}"
+.venv/bin/lever ab --data data/debtags-bookworm --config configs/debtags.toml --out "${1:-runs/demo}" --reference plt
