@@ -66,6 +66,26 @@ def write_tiny_lf(folder: Path, n_trn: int = 60, n_tst: int = 20, n_lbl: int = 1
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT with the MiniLM tokenizer: fast, and a second architecture to compare."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from lever_plugins.teacher.encoder import resolve_model
+
+    path = tmp_path_factory.mktemp("tiny") / "bert"
+    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    BertModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def tiny_lf(tmp_path: Path) -> Path:
     return write_tiny_lf(tmp_path / "tiny")

@@ -52,20 +52,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A 2-layer random BERT with the MiniLM tokenizer: fast, and a second architecture to compare."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("tiny") / "bert"
-    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def test_resolve_default_is_an_hf_folder():

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from lever_plugins.config import TeacherConfig
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.teacher.clustering import balanced_clusters
-from lever_plugins.teacher.encoder import Encoder, resolve_model
+from lever_plugins.teacher.encoder import Encoder
 from lever_plugins.teacher.siamese import (
     CHECKPOINT,
     MODEL_DIR,
@@ -184,18 +184,6 @@ def make_problem(n_docs: int = 80, n_labels: int = 40, seed: int = 0):
     return texts, [f"{w}" for w in WORDS[:n_labels]], y
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("tiny") / "bert"
-    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
