@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,22 @@ def _save_csr(path: Path, m: sp.csr_matrix) -> None:
         sp.save_npz(tmp, m.tocsr())
 
 
+def cached_stage(
+    run: Run, name: str, key: str, arts: list[str], compute: Callable[[], dict | None], log: Any = None
+) -> dict:
+    """Run ``compute()`` (which writes ``arts`` atomically and returns its stats) unless stage ``name``
+    already finished with config hash ``key`` and intact artefacts; return the stage's stats."""
+    with stage(run, name, log) as info:
+        info["key"] = key
+        if run.stage_done(name, key, arts):
+            info["cached"] = True
+            return run.manifest()["stages"][name].get("stats", {})
+        t0 = time.perf_counter()
+        stats = compute() or {}
+        run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
+        return stats
+
+
 def teacher_stage(
     run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None
 ) -> tuple[dict[str, np.ndarray | None], str]:
@@ -169,54 +185,50 @@ def teacher_stage(
     need_docs = cfg.soft_labels.tau_d > 0
     key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs)
     art = "teacher/embeddings.npz"
-    with stage(run, "teacher", log) as info:
-        if run.stage_done("teacher", key, [art]):
-            info["cached"] = True
+
+    def compute() -> dict:
+        if tcfg.name == "siamese" and not tcfg.train:
+            # The pre-trained encoder as teacher: its embeddings are shared with every other run.
+            from lever_plugins.teacher.encoder import embed_cached
+
+            def embed(texts: list[str]) -> np.ndarray:
+                return embed_cached(texts, tcfg.model, tcfg.max_len, cache_dir() / "embeddings", device=tcfg.device)
+
+            stats = {"trained": False}
         else:
-            t0 = time.perf_counter()
-            if tcfg.name == "siamese" and not tcfg.train:
-                # The pre-trained encoder as teacher: its embeddings are shared with every other run.
-                from lever_plugins.teacher.encoder import embed_cached
+            factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
+            teacher = factory(tcfg, seed=tcfg.seed or cfg.seed)
+            stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
+            embed = teacher.embed
+        lbl = embed(ds.lbl_texts)
+        doc = embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
+        _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
+        return stats
 
-                def embed(texts: list[str]) -> np.ndarray:
-                    return embed_cached(texts, tcfg.model, tcfg.max_len, cache_dir() / "embeddings", device=tcfg.device)
-
-                stats = {"trained": False}
-            else:
-                factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
-                teacher = factory(tcfg, seed=tcfg.seed or cfg.seed)
-                stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
-                embed = teacher.embed
-            lbl = embed(ds.lbl_texts)
-            doc = embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
-            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
-            run.record_stage("teacher", key, [art], time.perf_counter() - t0, stats=stats or {})
-        z = np.load(run.root / art)
-        info["key"] = key
-        return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, key
+    cached_stage(run, "teacher", key, [art], compute, log)
+    z = np.load(run.root / art)
+    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, key
 
 
 def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):
     scfg = cfg.soft_labels
     key = cfgmod.config_hash(teacher_key, scfg)
     arts = ["soft/y_aug.npz", "soft/soft.npz", "soft/targets.npz"]
-    with stage(run, "soft_labels", log) as info:
-        if run.stage_done("soft_labels", key, arts):
-            info["cached"] = True
-        else:
-            t0 = time.perf_counter()
-            provider = plugins.lookup(
-                plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider"
-            ).factory(scfg)
-            has_text = np.array([bool(t.strip()) for t in ds.lbl_texts])
-            sl = provider.build(ds.binary_train(), temb["doc"], temb["lbl"], has_text=has_text)
-            targets = plugins.get_plugin_manager().hook.lever_blend_targets(y=sl.y_aug, soft=sl.soft, config=scfg)
-            targets = sp.csr_matrix(targets, dtype=np.float32)
-            for name, m in zip(arts, (sl.y_aug, sl.soft, targets), strict=True):
-                _save_csr(run.root / name, m)
-            run.record_stage("soft_labels", key, arts, time.perf_counter() - t0, stats=sl.stats)
-        info["key"] = key
-        return sp.load_npz(run.root / arts[2]).tocsr().astype(np.float32)
+
+    def compute() -> dict:
+        provider = plugins.lookup(
+            plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider"
+        ).factory(scfg)
+        has_text = np.array([bool(t.strip()) for t in ds.lbl_texts])
+        sl = provider.build(ds.binary_train(), temb["doc"], temb["lbl"], has_text=has_text)
+        targets = plugins.get_plugin_manager().hook.lever_blend_targets(y=sl.y_aug, soft=sl.soft, config=scfg)
+        targets = sp.csr_matrix(targets, dtype=np.float32)
+        for name, m in zip(arts, (sl.y_aug, sl.soft, targets), strict=True):
+            _save_csr(run.root / name, m)
+        return sl.stats
+
+    cached_stage(run, "soft_labels", key, arts, compute, log)
+    return sp.load_npz(run.root / arts[2]).tocsr().astype(np.float32)
 
 
 def train_stage(
@@ -234,18 +246,16 @@ def train_stage(
     also get the (train rows, test rows) texts, for trainers that build their own features."""
     key = cfgmod.config_hash(upstream_key, cfg.trainer, cfg.encoder, cfg.seed, arm)
     art = f"{arm}/scores.npz"
-    with stage(run, f"train_{arm}", log) as info:
-        if run.stage_done(f"train_{arm}", key, [art]):
-            info["cached"] = True
-            stats = run.manifest()["stages"][f"train_{arm}"].get("stats", {})
-        else:
-            adapter = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory()
-            t0 = time.perf_counter()
-            extra = {"texts": texts} if "texts" in inspect.signature(adapter.train_predict).parameters else {}
-            scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
-            _save_csr(run.root / art, scores)
-            run.record_stage(f"train_{arm}", key, [art], time.perf_counter() - t0, stats=stats)
-        return sp.load_npz(run.root / art).tocsr(), stats
+
+    def compute() -> dict:
+        adapter = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory()
+        extra = {"texts": texts} if "texts" in inspect.signature(adapter.train_predict).parameters else {}
+        scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
+        _save_csr(run.root / art, scores)
+        return stats
+
+    stats = cached_stage(run, f"train_{arm}", key, [art], compute, log)
+    return sp.load_npz(run.root / art).tocsr(), stats
 
 
 def eval_kwargs(ds: Dataset, cfg: RunConfig) -> dict[str, Any]:
@@ -322,14 +332,12 @@ def reference_stage(run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = 
         ) from exc
     key = cfgmod.config_hash(sig, cfg.seed, cfg.trainer.top_k, "plt")
     art = "reference/scores.npz"
-    with stage(run, "reference_plt", log) as info:
-        if run.stage_done("reference_plt", key, [art]):
-            info["cached"] = True
-        else:
-            t0 = time.perf_counter()
-            s = plt_reference(ds.trn_texts, ds.binary_train(), ds.tst_texts, top_k=cfg.trainer.top_k, seed=cfg.seed)
-            _save_csr(run.root / art, s)
-            run.record_stage("reference_plt", key, [art], time.perf_counter() - t0)
+
+    def compute() -> None:
+        s = plt_reference(ds.trn_texts, ds.binary_train(), ds.tst_texts, top_k=cfg.trainer.top_k, seed=cfg.seed)
+        _save_csr(run.root / art, s)
+
+    cached_stage(run, "reference_plt", key, [art], compute, log)
     return sp.load_npz(run.root / art).tocsr()
 
 
