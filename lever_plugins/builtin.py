@@ -14,8 +14,13 @@ from lever_plugins.hookspecs import hookimpl
 def _lazy(target: str):
     module, _, attr = target.partition(":")
 
+    def resolve() -> Any:
+        return getattr(importlib.import_module(module), attr)
+
     def factory(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+        return resolve()(*args, **kwargs)
+
+    factory.resolve = resolve  # type: ignore[attr-defined]  # the real callable, for signature checks
 
     factory.__qualname__ = factory.__name__ = attr
     factory.target = target  # type: ignore[attr-defined]

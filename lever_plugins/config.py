@@ -90,6 +90,7 @@ class TrainerConfig:
     negatives: str = "shortlist"  # "full", "shortlist"
     shortlist_size: int = 100
     hidden: int = 0  # >0: a residual hidden layer of this width before the OvA head
+    options: dict = field(default_factory=dict)  # keyword arguments for the adapter's factory
     top_k: int = 100  # predictions kept per test document
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
     device: str = "auto"
@@ -136,6 +137,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"expected a list, got {type(value).__name__} {value!r}", where=where)
         return [_check_type(v, item, where) for v in value]
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a table, got {type(value).__name__} {value!r}", where=where)
+        return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"expected a number, got {type(value).__name__} {value!r}", where=where)

@@ -231,6 +231,23 @@ def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: s
     return sp.load_npz(run.root / arts[2]).tocsr().astype(np.float32)
 
 
+def make_adapter(cfg: RunConfig) -> Any:
+    """The configured adapter, built with ``[trainer] options`` as keyword arguments."""
+    factory = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory
+    opts = cfg.trainer.options
+    try:
+        inspect.signature(getattr(factory, "resolve", lambda: factory)()).bind(**opts)
+    except TypeError as exc:
+        raise ConfigError(
+            f"adapter {cfg.trainer.adapter!r} does not take options {sorted(opts)}: {exc}",
+            where="[trainer] options",
+            fix="remove them or check the adapter's documentation",
+        ) from None
+    except ValueError:  # no signature to check (a C callable): let the call decide
+        pass
+    return factory(**opts)
+
+
 def train_stage(
     run: Run,
     arm: str,
@@ -248,7 +265,7 @@ def train_stage(
     art = f"{arm}/scores.npz"
 
     def compute() -> dict:
-        adapter = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory()
+        adapter = make_adapter(cfg)
         extra = {"texts": texts} if "texts" in inspect.signature(adapter.train_predict).parameters else {}
         scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
         _save_csr(run.root / art, scores)

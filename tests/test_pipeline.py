@@ -153,3 +153,16 @@ def test_plt_reference_row(tmp_path: Path, tiny_lf: Path, cache: Path):
     assert got == pytest.approx(want)
     table = (out / "compare.md").read_text()
     assert f"| napkinXC PLT | {100 * want['P@1']:.2f} |" in table
+
+
+def test_adapter_options_from_config(tiny_lf: Path):
+    from lever_plugins.errors import ConfigError
+    from lever_plugins.pipeline import make_adapter
+
+    cfg = _cfg(tiny_lf, trainer={"options": {"hidden_units": 3}})
+    with pytest.raises(ConfigError) as exc:
+        make_adapter(cfg)
+    assert "'builtin' does not take options ['hidden_units']" in exc.value.line()
+    pytest.importorskip("lever_napkinxc", reason="adapters/napkinxc not installed")
+    cfg = _cfg(tiny_lf, trainer={"adapter": "napkinxc", "options": {"positive_threshold": 0.3}})
+    assert make_adapter(cfg).positive_threshold == 0.3
