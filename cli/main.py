@@ -31,10 +31,6 @@ def _load_cfg(config: str | None, **overrides: Any) -> Any:
     return cfgmod.load(config, nested)
 
 
-def _data_overrides(data: str | None) -> dict[str, Any]:
-    return {"data.path": data}
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lever")
 def cli() -> None:

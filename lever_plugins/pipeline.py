@@ -26,7 +26,7 @@ from lever_plugins import plugins
 from lever_plugins.config import RunConfig
 from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
-from lever_plugins.runs import Run, atomic_path, write_json
+from lever_plugins.runs import Run, atomic_path, atomic_write, write_json
 
 LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
 
@@ -422,7 +422,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             f"paired bootstrap ({cfg.eval.bootstrap} resamples of test documents), "
             f"{cfg.eval.confidence:.0%} intervals; values in %.\n\n"
         )
-        with run_text(run.root / "compare.md") as fh:
+        with atomic_write(run.root / "compare.md", "w", encoding="utf-8") as fh:
             fh.write(header + table + "\n")
         # Equal positive-mass bins show the tail (as the paper's figure); equal label-count bins are kept too.
         for mode, suffix in (("mass", ""), ("labels", "_labels")):
@@ -453,11 +453,3 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         )
         log("\n" + table)
         return {"metrics": metrics, "bootstrap": boot, "table": table}
-
-
-@contextlib.contextmanager
-def run_text(path: Path) -> Iterator[Any]:
-    from lever_plugins.runs import atomic_write
-
-    with atomic_write(path, "w", encoding="utf-8") as fh:
-        yield fh

@@ -66,6 +66,17 @@ def write_tiny_lf(folder: Path, n_trn: int = 60, n_tst: int = 20, n_lbl: int = 1
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machine's cores are shared: one thread avoids OpenMP contention (10x slower steps)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random BERT with the MiniLM tokenizer: fast, and a second architecture to compare."""

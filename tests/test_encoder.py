@@ -11,20 +11,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import pytest
-import torch
 
 from lever_plugins.errors import LeverError
 from lever_plugins.teacher import encoder as encmod
 from lever_plugins.teacher.encoder import Encoder, embed_cached, resolve_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine's cores are shared: one thread avoids OpenMP contention (10x slower steps)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEXTS = [
