@@ -37,6 +37,8 @@ class EncoderConfig:
     max_len: int = 64
     batch_size: int = 128
     device: str = "auto"
+    tfidf: bool = False  # also TF-IDF of the texts, for the built-in trainer's sparse head (hybrid input)
+    tfidf_min_df: int = 1  # 1 keeps words seen once: near-duplicate documents share exactly those
 
 
 @dataclass
@@ -93,6 +95,8 @@ class TrainerConfig:
     options: dict = field(default_factory=dict)  # keyword arguments for the adapter's factory
     top_k: int = 100  # predictions kept per test document
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
+    knn_alpha: float = 0.0  # >0: fuse (1-a)*sigmoid(logit) + a*kNN vote of the knn_k nearest training rows
+    knn_k: int = 10
     device: str = "auto"
     upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
     upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point

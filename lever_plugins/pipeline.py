@@ -154,7 +154,23 @@ def features(ds: Dataset, cfg: RunConfig, progress: bool = True, needed: bool = 
         out[key] = embed_cached(
             texts, e.model, e.max_len, cache_dir() / "embeddings", batch_size=e.batch_size, device=e.device
         )
+    if e.tfidf:  # fitted on the training documents only, so both arms see the same vocabulary
+        from lever_plugins.tfidf import tfidf_features
+
+        (out["trn_sparse"], out["tst_sparse"], out["lbl_sparse"]), _ = tfidf_features(
+            ds.trn_texts, ds.tst_texts, ds.lbl_texts, min_df=e.tfidf_min_df
+        )
     return out
+
+
+def arm_sparse(feats: dict[str, Any], rows: int) -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
+    """(train rows, test rows) sparse features of an arm (label rows after the documents), if any."""
+    if "trn_sparse" not in feats:
+        return None
+    trn = feats["trn_sparse"]
+    if rows > trn.shape[0]:
+        trn = sp.vstack([trn, feats["lbl_sparse"][: rows - trn.shape[0]]], format="csr")
+    return trn, feats["tst_sparse"]
 
 
 def _save_npz_arrays(path: Path, **arrays: np.ndarray) -> None:
@@ -285,6 +301,7 @@ def train_stage(
     log: Any = None,
     texts: tuple[list[str], list[str]] | None = None,
     context: ArmContext | None = None,
+    x_sparse: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
 ) -> tuple[sp.csr_matrix, dict]:
     """Train one arm through the configured adapter. Adapters whose ``train_predict`` takes ``texts``
     also get the (train rows, test rows) texts, for trainers that build their own features, and
@@ -298,6 +315,14 @@ def train_stage(
         extra: dict[str, Any] = {"texts": texts} if "texts" in params else {}
         if "context" in params:
             extra["context"] = context
+        if x_sparse is not None:
+            if "x_sparse" not in params:
+                raise ConfigError(
+                    f"adapter {cfg.trainer.adapter!r} takes no sparse features",
+                    where="[encoder] tfidf",
+                    fix="set tfidf = false for this adapter",
+                )
+            extra["x_sparse"] = x_sparse
         scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
         _save_csr(run.root / art, scores)
         return stats
@@ -371,6 +396,7 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
         s, _ = train_stage(
             run, arm, x, y, feats["tst"], cfg, ukey, log,
             texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
+            x_sparse=arm_sparse(feats, y.shape[0]),
         )  # fmt: skip
         m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
         write_json(run.root / arm / "metrics.json", m)
@@ -433,6 +459,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             s, stats = train_stage(
                 run, arm, x, y, feats["tst"], cfg, ukey, log,
                 texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
+                x_sparse=arm_sparse(feats, y.shape[0]),
             )  # fmt: skip
             scores[arm] = s
             metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
