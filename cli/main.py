@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from lever_cli.data_build import build_grp
 
 from lever_plugins import __version__
 from lever_plugins.errors import LeverError
@@ -95,6 +96,9 @@ def data_convert(src: str, dst: str) -> None:
 
     convert(src, dst)
     click.echo(f"wrote {dst}")
+
+
+data_grp.add_command(build_grp)
 
 
 # ------------------------------------------------------------------ eval

@@ -16,7 +16,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,13 @@ def build_hierarchy(nodes: Iterable[Node], depth: int = 2, seed: int = 13, test_
             ind = sorted(lidx[a] for a in labels_of[u])
             n = by_uid[u]
             out.append(
-                {"uid": n.uid, "title": n.title, "content": n.content, "target_ind": ind, "target_rel": [1.0] * len(ind)}
+                {
+                    "uid": n.uid,
+                    "title": n.title,
+                    "content": n.content,
+                    "target_ind": ind,
+                    "target_rel": [1.0] * len(ind),
+                }
             )
         return out
 
@@ -180,3 +186,52 @@ def write_built(out: str | Path, built: Built) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_jsonl_nodes(path: str | Path) -> Iterator[Node]:
+    """A generic hierarchy: one JSON object a line, ``{"uid", "title", "content"?, "parents"?, "document"?}``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("hierarchy file not found", where=str(p), fix="give a JSON-lines file of nodes")
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                yield Node(
+                    uid=str(obj["uid"]),
+                    title=str(obj.get("title", "")),
+                    content=str(obj.get("content", "")),
+                    parents=[str(x) for x in obj.get("parents", [])],
+                    document=bool(obj.get("document", True)),
+                )
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataError(
+                    f"bad node line: {exc}",
+                    where=f"{p}:{lineno}",
+                    fix='each line must be {"uid": ..., "title": ..., "content": ..., "parents": [...]}',
+                ) from None
+
+
+SOURCES = ("wordnet", "wikipedia", "jsonl")
+
+
+def read_source(source: str) -> Iterable[Node]:
+    """Nodes of ``KIND:PATH``: ``wordnet:data.noun``, ``wikipedia:DUMP_FOLDER`` or ``jsonl:nodes.jsonl``."""
+    kind, sep, path = source.partition(":")
+    if not sep or kind not in SOURCES or not path:
+        raise DataError(
+            f"unknown hierarchy source {source!r}",
+            where="--source",
+            fix="use wordnet:PATH/data.noun, wikipedia:DUMP_FOLDER or jsonl:NODES.jsonl",
+        )
+    if kind == "wordnet":
+        from lever_plugins.data.builders.wordnet import read_wordnet_nouns
+
+        return read_wordnet_nouns(path)
+    if kind == "wikipedia":
+        from lever_plugins.data.builders.wikipedia import read_wikipedia_categories
+
+        return read_wikipedia_categories(path)
+    return read_jsonl_nodes(path)
