@@ -268,3 +268,102 @@ def test_wordnet_rebuild_matches_shared_data(tmp_path: Path) -> None:
         assert gzip.decompress((out / name).read_bytes()) == gzip.decompress((WORDNET / name).read_bytes()), name
     for name in ("trn_filter_labels.txt", "tst_filter_labels.txt", "stats.json"):
         assert (out / name).read_bytes() == (WORDNET / name).read_bytes(), name
+
+
+# ----------------------------------------------------------------------------- prefix-suffix
+
+QWORDS = ["cheap", "flights", "to", "paris", "new", "york", "hotels", "weather", "in", "car"]
+
+
+def write_query_log(path: Path, n: int = 400, seed: int = 3) -> Path:
+    """A Zipf-ish log with repeats, punctuation to normalise, tab counts and an empty query."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, len(QWORDS) + 1)
+    p /= p.sum()
+    lines = []
+    for i in range(n):
+        words = [str(w) for w in rng.choice(QWORDS, size=int(rng.integers(1, 5)), p=p)]
+        q = " ".join(words)
+        if i % 17 == 0:
+            q = q.replace(" ", " -- ", 1) + "?"  # normalises to the plain query
+        lines.append(f"{q}\t{int(rng.integers(1, 4))}" if i % 5 == 0 else q)
+    lines.append("?!")  # empty after normalisation: dropped
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _norm_oracle(q: str) -> str:
+    return " ".join("".join(c if c.isalnum() else " " for c in q).split())
+
+
+def _truth_oracle(prefix: str, queries: list[str], kept: set[str]) -> set[str]:
+    """Brute force: every kept s with some query q = A + " " + s, prefix a proper prefix of q, len(A) <= len(prefix)."""
+    out = set()
+    for q in queries:
+        if not (q.startswith(prefix) and len(prefix) < len(q)):
+            continue
+        for s in kept:
+            if q.endswith(" " + s) and len(q) - len(s) - 1 <= len(prefix):
+                out.add(s)
+    return out
+
+
+@pytest.mark.parametrize("min_freq,max_labels", [(2, 0), (1, 15)])
+def test_prefix_suffix_against_brute_force(tmp_path: Path, min_freq: int, max_labels: int) -> None:
+    from lever_plugins.data.builders.prefix_suffix import build_prefix_suffix, read_query_log
+
+    log = write_query_log(tmp_path / "log.txt")
+    counts = read_query_log(log)
+    # normalisation and merged counts, recomputed independently
+    expect: dict[str, int] = {}
+    for line in log.read_text().splitlines():
+        text, _, c = line.rpartition("\t") if "\t" in line else (line, "", "1")
+        if _norm_oracle(text):
+            expect[_norm_oracle(text)] = expect.get(_norm_oracle(text), 0) + int(c)
+    assert dict(counts) == expect
+    built, split = build_prefix_suffix(counts, seed=7, min_label_freq=min_freq, max_labels=max_labels)
+    assert sorted(split.trn + split.tst) == sorted(counts) and not set(split.trn) & set(split.tst)
+    assert len(split.tst) == round(0.3 * len(counts))
+    # label frequencies over train queries, brute force
+    cands = {" ".join(q.split()[k:]) for q in split.trn for k in range(1, len(q.split()))}
+    freq = {s: sum(counts[q] for q in split.trn if q.endswith(" " + s)) for s in cands}
+    ranked = sorted((s for s in cands if freq[s] >= min_freq), key=lambda s: (-freq[s], s))
+    ranked = ranked[:max_labels] if max_labels else ranked
+    assert [x["title"] for x in built.lbl] == ranked
+    kept = set(ranked)
+    for docs, queries in ((built.trn, split.trn), (built.tst, split.tst)):
+        for d in docs:
+            got = {ranked[i] for i in d["target_ind"]}
+            assert got and got == _truth_oracle(d["title"], queries, kept), d["title"]
+            assert d["target_rel"] == [1.0] * len(got)
+        # every query with a kept suffix has a sampled document that is its proper prefix
+        titles = {d["title"] for d in docs} | ({d["title"] for d in built.trn} if docs is built.tst else set())
+        for q in queries:
+            bounds = [len(q) - len(s) - 1 for s in kept if q.endswith(" " + s)]
+            if bounds:
+                assert any(q.startswith(t) and min(bounds) <= len(t) < len(q) for t in titles), q
+    assert not {d["title"] for d in built.tst} & {d["title"] for d in built.trn}
+    assert built.stats["n_trn"] == len(built.trn) and built.stats["queries"] == len(counts)
+
+
+def test_prefix_suffix_cli_seeded(tmp_path: Path) -> None:
+    log = write_query_log(tmp_path / "log.txt")
+    from lever_plugins.data.builders.prefix_suffix import build_prefix_suffix, read_query_log
+
+    outs = [tmp_path / n for n in "abc"]
+    r = lever("data", "build", "prefix-suffix", "--log", str(log), "--seed", "1", "--out", str(outs[0]))
+    assert r.returncode == 0, r.stderr
+    for out, seed in zip(outs[1:], (1, 2), strict=True):  # in-process: the same defaults as the CLI
+        write_built(out, build_prefix_suffix(read_query_log(log), seed=seed)[0])
+    same = [
+        (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes() for f in ("trn.json.gz", "tst.json.gz", "lbl.json.gz")
+    ]
+    assert all(same)
+    assert (outs[0] / "trn.json.gz").read_bytes() != (outs[2] / "trn.json.gz").read_bytes()
+    ds = load_dataset(outs[0])  # loads as an LF data set
+    assert ds.y_trn.shape[1] == len(ds.lbl_texts) and ds.y_trn.nnz > 0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("cheap flights\tmany\n")
+    r = lever("data", "build", "prefix-suffix", "--log", str(bad), "--out", str(tmp_path / "d"))
+    assert r.returncode == 2 and "bad.txt:1" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "d").exists()
