@@ -52,6 +52,7 @@ def plugins_cmd(as_json: bool) -> None:
         "teachers": plugins.teachers(),
         "soft_label_providers": plugins.soft_label_providers(),
         "adapters": plugins.adapters(),
+        "baselines": plugins.baselines(),
     }
     if as_json:
         out = {
@@ -171,12 +172,15 @@ def common(f):
 @common
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
-def ab_cmd(data, out, config, seed, adapter, reference) -> None:
+@click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
+def ab_cmd(data, out, config, seed, adapter, reference, baselines) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
     from lever_plugins.pipeline import run_ab
 
     cfg = _load_cfg(
-        config, **{"data.path": data, "seed": seed, "trainer.adapter": adapter, "eval.reference": reference}
+        config,
+        **{"data.path": data, "seed": seed, "trainer.adapter": adapter, "eval.reference": reference},
+        **{"eval.baselines": list(baselines) or None},
     )
     run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
     click.echo(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'deciles.png'}")
