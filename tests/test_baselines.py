@@ -90,11 +90,13 @@ TINY = {
 }
 
 
-def test_ab_with_baselines(tmp_path: Path, tiny_lf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ab_with_baselines(tmp_path: Path, tiny_lf: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lever_plugins.data import load_dataset
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
-    cfg = config.from_dict({**TINY, "data": {"path": str(tiny_lf)}})
+    values = json.loads(json.dumps(TINY))
+    values["encoder"]["model"] = values["teacher"]["model"] = str(tiny_model)  # fast: a 2-layer random BERT
+    cfg = config.from_dict({**values, "data": {"path": str(tiny_lf)}})
     out = tmp_path / "run"
     r = run_ab(cfg, out, log=lambda s: None)
     ds = load_dataset(tiny_lf)
