@@ -146,3 +146,28 @@ def test_baselines_registered_through_the_hook() -> None:
     assert {"rerank", "ensemble", "label_rows"} <= set(reg)
     assert all(reg[n].dist == "lever-plugins" for n in ("rerank", "ensemble", "label_rows"))
     assert reg["rerank"].factory().title.startswith("ReRank")
+
+
+def test_ensemble_embeds_with_the_runs_trained_teacher(
+    tmp_path: Path, tiny_lf: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+) -> None:
+    """A trained teacher is reloaded from the teacher stage's checkpoint, not re-trained or replaced."""
+    from lever_plugins.baselines import BaselineContext, teacher_embedder
+    from lever_plugins.pipeline import data_signature, load_data, teacher_stage
+    from lever_plugins.runs import Run
+
+    monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
+    values = json.loads(json.dumps(TINY))
+    values["teacher"] = {"train": True, "model": str(tiny_model), "epochs": 1, "max_len": 16, "batch_size": 8,
+                         "warmup_steps": 1, "lr": 1e-2}  # fmt: skip
+    cfg = config.from_dict({**values, "data": {"path": str(tiny_lf)}})
+    ds = load_data(cfg)
+    with Run(tmp_path / "run") as run:
+        temb, _ = teacher_stage(run, ds, cfg, data_signature(ds))
+        ctx = BaselineContext(run, ds, cfg, data_signature(ds), {}, {}, {})
+        got = teacher_embedder(ctx)(ds.trn_texts[:6])
+    assert np.allclose(got, temb["doc"][:6], atol=1e-5)
+    from lever_plugins.teacher.encoder import Encoder
+
+    pristine = Encoder(str(tiny_model), 16, device="cpu").encode(ds.trn_texts[:6], progress=False)
+    assert not np.allclose(got, pristine, atol=1e-3)  # the trained weights, not the pre-trained ones
