@@ -172,15 +172,22 @@ def common(f):
 @common
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
+@click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
 @click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
-def ab_cmd(data, out, config, seed, adapter, reference, baselines) -> None:
+def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
     from lever_plugins.pipeline import run_ab
 
     cfg = _load_cfg(
         config,
-        **{"data.path": data, "seed": seed, "trainer.adapter": adapter, "eval.reference": reference},
-        **{"eval.baselines": list(baselines) or None},
+        **{
+            "data.path": data,
+            "seed": seed,
+            "trainer.adapter": adapter,
+            "eval.reference": reference,
+            "trainer.upstream": upstream,
+            "eval.baselines": list(baselines) or None,
+        },
     )
     run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
     click.echo(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'deciles.png'}")
@@ -228,6 +235,8 @@ def train_cmd(data, out, config, seed, no_lever) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lever_cli import wrap  # noqa: F401  (registers `wrap` and `doctor`)
+
     try:
         cli.main(args=argv, prog_name="lever", standalone_mode=False)
     except LeverError as exc:
