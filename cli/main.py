@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from lever_cli.data_build import build_grp
 
 from lever_plugins import __version__
 from lever_plugins.errors import LeverError
@@ -51,6 +52,7 @@ def plugins_cmd(as_json: bool) -> None:
         "teachers": plugins.teachers(),
         "soft_label_providers": plugins.soft_label_providers(),
         "adapters": plugins.adapters(),
+        "baselines": plugins.baselines(),
     }
     if as_json:
         out = {
@@ -95,6 +97,9 @@ def data_convert(src: str, dst: str) -> None:
 
     convert(src, dst)
     click.echo(f"wrote {dst}")
+
+
+data_grp.add_command(build_grp)
 
 
 # ------------------------------------------------------------------ eval
@@ -168,7 +173,8 @@ def common(f):
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
 @click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
-def ab_cmd(data, out, config, seed, adapter, reference, upstream) -> None:
+@click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
+def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
     from lever_plugins.pipeline import run_ab
 
@@ -180,6 +186,7 @@ def ab_cmd(data, out, config, seed, adapter, reference, upstream) -> None:
             "trainer.adapter": adapter,
             "eval.reference": reference,
             "trainer.upstream": upstream,
+            "eval.baselines": list(baselines) or None,
         },
     )
     run_ab(cfg, out, log=lambda s: click.echo(s, err=False))

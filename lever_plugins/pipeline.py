@@ -441,6 +441,10 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     ds = load_data(cfg)  # bad input fails here, before the run directory exists
     adapter = preflight(cfg)  # and so does a missing or drifted upstream
     sig = data_signature(ds)
+    reg = plugins.baselines() if cfg.eval.baselines else {}
+    chosen_baselines = {  # unknown names fail here too
+        b: plugins.lookup(reg, b, "baseline", "eval.baselines").factory() for b in cfg.eval.baselines
+    }
     walls["data"] = time.perf_counter() - t0
     with Run(out) as run:
         log(
@@ -480,14 +484,27 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             B=ek["B"],
         )
         table = format_table(boot, names=("base", "+LEVER"))
+        rows = {"base": metrics["base"], "+LEVER": metrics["lever"]}
         if cfg.eval.reference == "plt":
             ref = reference_stage(run, ds, cfg, sig, log)
             metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
             write_json(run.root / "reference" / "metrics.json", metrics["plt"])
-            keys = tuple(k for k in boot)
-            table += "\n\nReference, same split (napkinXC PLT on TF-IDF, binary targets):\n\n" + reference_table(
-                {"base": metrics["base"], "+LEVER": metrics["lever"], "napkinXC PLT": metrics["plt"]}, keys
-            )
+            rows["napkinXC PLT"] = metrics["plt"]
+        extra = {}  # tail baselines: display name -> arm name in scores/metrics
+        for name, bl in chosen_baselines.items():
+            from lever_plugins.baselines import BaselineContext
+
+            ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log)
+            scores[name] = bl.run(ctx)
+            metrics[name] = evaluate(scores[name], ds.y_tst, name=ds.name, **ek)
+            write_json(run.root / "baselines" / name / "metrics.json", metrics[name])
+            emit(run, "metrics", arm=name, metrics=metrics[name])
+            rows[bl.title] = metrics[name]
+            extra[bl.title] = name
+        if len(rows) > 2:
+            what = ["napkinXC PLT on TF-IDF, binary targets"] if "plt" in metrics else []
+            what += ["tail baselines on the same features"] if extra else []
+            table += f"\n\nReference, same split ({'; '.join(what)}):\n\n" + reference_table(rows, tuple(boot))
         header = (
             f"# base vs +LEVER on {ds.name}\n\n{len(ds.tst_texts)} test documents, {ds.num_labels} labels; "
             f"paired bootstrap ({cfg.eval.bootstrap} resamples of test documents), "
@@ -501,7 +518,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
                 name: decile_contributions(
                     scores[arm], ds.y_tst, ek["train_truth"], k=5, mode=mode, filter_pairs=ek["filter_pairs"]
                 )
-                for name, arm in (("base", "base"), ("+LEVER", "lever"))
+                for name, arm in (("base", "base"), ("+LEVER", "lever"), *extra.items())
             }
             write_json(run.root / f"deciles{suffix}.json", deciles)
             plot_deciles(deciles, run.root / f"deciles{suffix}.png", title=f"P@5 by train-frequency bin: {ds.name}")
