@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from lever_plugins.errors import ConfigError, UpstreamError
 from lever_plugins.wrap import LaunchSpec, Patch, Symbol, WrapAdapter, WrapContext
+from lever_plugins.wrap.adapter import DoctorReport
 from lever_renee import files
 
 TESTED = {
@@ -99,15 +100,15 @@ class ReneeAdapter(WrapAdapter):
         ]
 
     # -- prepare ------------------------------------------------------------------------------------
-    def _check_environment(self, upstream_args: list[str]) -> None:
-        if flag_value(upstream_args, "--data-dir") is not None:
-            raise ConfigError(
-                "--data-dir is set by the renee adapter", where="upstream arguments", fix="remove --data-dir after --"
-            )
-        if "--infer" in upstream_args:
-            raise ConfigError(
-                "--infer trains nothing and writes no score matrix", where="upstream arguments", fix="remove --infer"
-            )
+    def preflight(self, upstream_dir: str | Path | None, raise_on_problem: bool = True) -> DoctorReport:
+        """The contract, then what Renée needs to start at all (before any LEVER stage runs)."""
+        report = super().preflight(upstream_dir, raise_on_problem)
+        if raise_on_problem:
+            self.check_runtime()
+        return report
+
+    def check_runtime(self) -> None:
+        """pyxclib, and unless ``require_cuda = false`` a CUDA GPU and apex: one clear error if missing."""
         if importlib.util.find_spec("xclib") is None:
             raise UpstreamError(
                 "pyxclib (import name xclib) is not installed; Renée imports it",
@@ -134,7 +135,15 @@ class ReneeAdapter(WrapAdapter):
 
     def prepare(self, ctx: WrapContext) -> LaunchSpec:
         args = list(ctx.upstream_args)
-        self._check_environment(args)
+        if flag_value(args, "--data-dir") is not None:
+            raise ConfigError(
+                "--data-dir is set by the renee adapter", where="upstream arguments", fix="remove --data-dir after --"
+            )
+        if "--infer" in args:
+            raise ConfigError(
+                "--infer trains nothing and writes no score matrix", where="upstream arguments", fix="remove --infer"
+            )
+        self.check_runtime()
         tf = str(flag_value(args, "--tf", DEFAULTS["--tf"]))
         try:
             maxlen = int(str(flag_value(args, "--maxlen", DEFAULTS["--maxlen"])))
