@@ -169,3 +169,129 @@ def default_impl_targets(dl_base: types.ModuleType, tmp: Path) -> tuple[torch.Te
     y = collate(ids)["y"]
     yfull = torch.zeros(len(ids), L + 1).scatter_(1, y["inds"], y["vals"])[:, :-1]  # as GenericModel.fit
     return yfull, T[ids].toarray()
+
+
+def jain_inv_propensity(y: sp.csr_matrix, A: float, B: float) -> np.ndarray:
+    """Inverse propensity of Jain et al. (2016) from the binarised column counts of ``y`` (the oracle)."""
+    n = y.shape[0]
+    freq = np.asarray((y > 0).sum(axis=0)).ravel()
+    return 1 + (np.log(n) - 1) * (B + 1) ** A * (freq + B) ** -A
+
+
+def _symbols(dl_base: types.ModuleType) -> dict:
+    import xclib.data.data_utils as du
+    import xclib.evaluation.xc_metrics as xm
+
+    return {
+        "call": vars(dl_base.XCCollator)["__call__"],
+        "gather": vars(dl_base.BCELossMultiNode)["gather_embed"],
+        "backward": vars(dl_base.BCELossMultiNode)["xfc_backward"],
+        "read": du.read_sparse_file,
+        "prop": xm.compute_inv_propesity,
+    }
+
+
+def check_reversible(dl_base: types.ModuleType, tmp: Path) -> None:
+    """Every patched symbol is the original object again after ``patched`` exits."""
+    from lever_renee.adapter import ReneeAdapter
+
+    from lever_plugins.wrap import patched
+
+    before = _symbols(dl_base)
+    payload = {"trn_path": str(tmp / "t.txt"), "targets": "", "y_train": "", "target_shape": [1, 1], "soft": True}
+    with patched(ReneeAdapter(require_cuda=False).patches(payload)) as applied:
+        assert len(applied) == 5
+        during = _symbols(dl_base)
+        assert all(during[k] is not before[k] for k in before)
+    after = _symbols(dl_base)
+    assert all(after[k] is before[k] for k in before)
+
+
+def check_reader_and_propensity(tmp: Path) -> None:
+    """The reader gives the adapter's matrix for this run's trn_X_Y.txt (other paths pass through); the
+    propensity of that matrix is the ORIGINAL binary matrix's, which the unpatched function would not give."""
+    import xclib.data.data_utils as du
+    import xclib.evaluation.xc_metrics as xm
+
+    from lever_plugins.data import write_sparse
+    from lever_plugins.wrap import patched
+
+    rng = np.random.default_rng(1)
+    y = (soft_matrix(rng, 30, 16) > 0.5).astype(np.float32).tocsr()
+    aug = sp.vstack([y * 0.9, sp.identity(16, format="csr", dtype=np.float32)]).tocsr()  # soft, N + L rows
+    aug.data[::3] = 0.37
+    sp.save_npz(tmp / "targets.npz", aug)
+    sp.save_npz(tmp / "y.npz", y)
+    trn, tst = tmp / "trn_X_Y.txt", tmp / "tst_X_Y.txt"
+    write_sparse(trn, sp.csr_matrix(aug.shape, dtype=np.float32))  # what the file says must not matter
+    write_sparse(tst, y)
+    payload = {"trn_path": str(trn), "targets": str(tmp / "targets.npz"), "y_train": str(tmp / "y.npz"),
+               "target_shape": list(aug.shape), "soft": True}  # fmt: skip
+    with patched(rp.all_patches(payload)):
+        got = du.read_sparse_file(f"{tmp}/./trn_X_Y.txt")
+        np.testing.assert_array_equal(got.toarray(), aug.toarray())
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(du.read_sparse_file(str(tst)).toarray(), y.toarray())  # passed through
+        np.testing.assert_allclose(xm.compute_inv_propesity(got, 0.55, 1.5), jain_inv_propensity(y, 0.55, 1.5))
+        np.testing.assert_allclose(xm.compute_inv_propesity(y, 0.5, 0.4), jain_inv_propensity(y, 0.5, 0.4))
+    assert not np.allclose(xm.compute_inv_propesity(aug, 0.55, 1.5), jain_inv_propensity(y, 0.55, 1.5))
+
+
+def cpu_train(dl_base: types.ModuleType, data_dir: Path, workdir: Path, tf: str, maxlen: int, *, epochs: int = 3,
+              batch_size: int = 32, lr1: float = 0.05, lr2: float = 1e-3, expname: str = "renee-exp") -> list[float]:
+    """Renée's ``main.start`` rebuilt on CPU for tests (it hard-codes CUDA): the same reads through xclib,
+    propensity, filter, tokenizer folder, PreTokBertDataset/XCCollator/GenericModel/BCELossMultiNode,
+    ``fit`` with the (stubbed) apex optimisers and the evaluator that writes the score matrix; one
+    process, DataLoader without workers, fp32. Returns the mean loss per epoch that ``fit`` prints
+    (every step's loss is sampled: LOSS_SAMPLE_FREQ = 1)."""
+    import contextlib as cl
+    import io
+    import re
+
+    import xclib.data.data_utils as data_utils
+    from lever_renee.files import token_dir
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    trn_X_Y = data_utils.read_sparse_file(f"{data_dir}/trn_X_Y.txt")
+    tst_X_Y = data_utils.read_sparse_file(f"{data_dir}/tst_X_Y.txt")
+    inv_prop = dl_base.xc_metrics.compute_inv_propesity(trn_X_Y, 0.55, 1.5)
+    pairs = np.fromfile(f"{data_dir}/tst_filter_labels.txt", sep=" ").astype(int).reshape(-1, 2).T
+    filter_mat = sp.coo_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])), tst_X_Y.shape).tocsr()
+    numy = trn_X_Y.shape[1]
+    assert numy % 16 == 0  # the adapter pads; main.start would pad further otherwise
+    tok = str(token_dir(data_dir, tf, maxlen))
+    trn = dl_base.PreTokBertDataset(tok, trn_X_Y, trn_X_Y.shape[0], maxlen, doc_type="trn")
+    tst = dl_base.PreTokBertDataset(tok, tst_X_Y, tst_X_Y.shape[0], maxlen, doc_type="tst")
+    loaders = [
+        torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=train, num_workers=0,
+                                    collate_fn=dl_base.XCCollator(numy, ds, 0, 1, 1, batch_size, train, False))
+        for ds, train in ((trn, True), (tst, False))
+    ]  # fmt: skip
+    encoder = dl_base.TransformerInputLayer(AutoModel.from_pretrained(tf))
+    hidden = encoder.transformer.config.hidden_size
+    args = args_for(hidden)
+    out_dir = workdir / "Results" / "Bert-XC" / data_dir.name / expname
+    model = dl_base.GenericModel(0, args, numy, numy, batch_size, [encoder, torch.nn.Dropout(0.1)], device="cpu",
+                                 name=expname, out_dir=str(out_dir))  # fmt: skip
+    loss_model = dl_base.BCELossMultiNode(model)
+    model.epochs = epochs
+    evaluator = dl_base.PrecEvaluator(model, loaders[1], dl_base.FullPredictor(), filter_mat=filter_mat,
+                                      inv_prop=inv_prop)  # fmt: skip
+    apex = sys.modules["apex"]
+    freq, dl_base.LOSS_SAMPLE_FREQ = dl_base.LOSS_SAMPLE_FREQ, 1
+    printed = io.StringIO()
+    try:
+        with cl.redirect_stdout(printed):
+            model.fit(
+                loaders[0], loss_model,
+                xfc_optimizer_class=apex.optimizers.FusedSGD,
+                xfc_optimizer_params={"lr": lr1, "momentum": 0.9, "weight_decay": 1e-4, "set_grad_none": True},
+                tf_optimizer_class=apex.optimizers.FusedAdam,
+                tf_optimizer_params={"lr": lr2, "eps": 1e-6, "set_grad_none": True, "bias_correction": True,
+                                     "weight_decay": 0.01},
+                epochs=epochs, warmup_steps=2, evaluator=evaluator, evaluation_epochs=5,
+            )  # fmt: skip
+    finally:
+        dl_base.LOSS_SAMPLE_FREQ = freq
+    return [float(v) for v in re.findall(r"mean loss after epoch \d+ : (\S+)", printed.getvalue())]

@@ -22,10 +22,12 @@ from renee_checks import (
     STANDIN_RENEE,
     STANDIN_XCLIB,
     batch_targets,
+    check_reader_and_propensity,
+    check_reversible,
     default_impl_targets,
+    jain_inv_propensity,
     loss_patches,
     soft_backward,
-    soft_matrix,
     upstream_modules,
 )
 
@@ -73,65 +75,12 @@ def test_default_impl_already_gets_the_values(standin, tmp_path: Path):
 
 
 def test_patches_are_reversible(standin, tmp_path: Path):
-    import xclib.data.data_utils as du
-    import xclib.evaluation.xc_metrics as xm
-
-    before = {
-        "call": vars(standin.XCCollator)["__call__"],
-        "gather": vars(standin.BCELossMultiNode)["gather_embed"],
-        "backward": vars(standin.BCELossMultiNode)["xfc_backward"],
-        "read": du.read_sparse_file,
-        "prop": xm.compute_inv_propesity,
-    }
-    payload = {"trn_path": str(tmp_path / "t.txt"), "targets": "", "y_train": "", "target_shape": [1, 1], "soft": 1}
-    with patched(ReneeAdapter(require_cuda=False).patches(payload)) as applied:
-        assert len(applied) == 5
-        assert vars(standin.BCELossMultiNode)["xfc_backward"] is not before["backward"]
-        assert du.read_sparse_file is not before["read"]
-    after = {
-        "call": vars(standin.XCCollator)["__call__"],
-        "gather": vars(standin.BCELossMultiNode)["gather_embed"],
-        "backward": vars(standin.BCELossMultiNode)["xfc_backward"],
-        "read": du.read_sparse_file,
-        "prop": xm.compute_inv_propesity,
-    }
-    assert all(after[k] is before[k] for k in before)
+    check_reversible(standin, tmp_path)
     assert ReneeAdapter().patches({"soft": False}) == []  # the base arm is Renée as shipped
 
 
-def jain_inv_propensity(y: sp.csr_matrix, A: float, B: float) -> np.ndarray:
-    n = y.shape[0]
-    freq = np.asarray((y > 0).sum(axis=0)).ravel()
-    return 1 + (np.log(n) - 1) * (B + 1) ** A * (freq + B) ** -A
-
-
 def test_reader_and_propensity_patches(standin, tmp_path: Path):
-    import xclib.data.data_utils as du
-    import xclib.evaluation.xc_metrics as xm
-
-    from lever_plugins.data import write_sparse
-
-    rng = np.random.default_rng(1)
-    y = (soft_matrix(rng, 30, 16) > 0.5).astype(np.float32).tocsr()
-    aug = sp.vstack([y * 0.9, sp.identity(16, format="csr", dtype=np.float32)]).tocsr()  # soft, N + L rows
-    aug.data[::3] = 0.37
-    sp.save_npz(tmp_path / "targets.npz", aug)
-    sp.save_npz(tmp_path / "y.npz", y)
-    trn, tst = tmp_path / "trn_X_Y.txt", tmp_path / "tst_X_Y.txt"
-    write_sparse(trn, sp.csr_matrix(aug.shape, dtype=np.float32))  # what the file says must not matter
-    write_sparse(tst, y)
-    payload = {"trn_path": str(trn), "targets": str(tmp_path / "targets.npz"), "y_train": str(tmp_path / "y.npz"),
-               "target_shape": list(aug.shape), "soft": True}  # fmt: skip
-    with patched(rp.all_patches(payload)):
-        got = du.read_sparse_file(f"{tmp_path}/./trn_X_Y.txt")
-        np.testing.assert_array_equal(got.toarray(), aug.toarray())
-        assert got.dtype == np.float32
-        np.testing.assert_array_equal(du.read_sparse_file(str(tst)).toarray(), y.toarray())  # passed through
-        np.testing.assert_allclose(xm.compute_inv_propesity(got, 0.55, 1.5), jain_inv_propensity(y, 0.55, 1.5))
-        # another matrix is passed through
-        np.testing.assert_allclose(xm.compute_inv_propesity(y, 0.5, 0.4), jain_inv_propensity(y, 0.5, 0.4))
-    # unpatched, the augmented soft matrix gives other propensities: the patch matters
-    assert not np.allclose(xm.compute_inv_propesity(aug, 0.55, 1.5), jain_inv_propensity(y, 0.55, 1.5))
+    check_reader_and_propensity(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ files
