@@ -219,3 +219,44 @@ def test_ab_through_renee_standin_in_spawned_child(tiny_lf: Path, tiny_model: Pa
     assert probe["target_sum"][0] != pytest.approx(targets.sum())  # the base arm really was binary
     assert (out / "compare.md").is_file()
     assert {p.name: p.read_bytes() for p in upstream.iterdir() if p.is_file()} == before  # checkout untouched
+
+
+def test_prepare_writes_renee_inputs_without_touching_its_inputs(tmp_path: Path, tiny_model: Path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    from lever_plugins.data import read_sparse
+    from lever_plugins.wrap import WrapContext
+
+    monkeypatch.syspath_prepend(str(STANDIN_XCLIB))  # prepare checks that xclib is importable
+    rng = np.random.default_rng(4)
+    N, L, n_tst = 9, 5, 4
+    y = (rng.random((N, L)) < 0.4).astype(np.float32)
+    y[np.arange(N), rng.integers(0, L, N)] = 1
+    targets = sp.vstack([sp.csr_matrix(y * 0.75), sp.identity(L, format="csr", dtype=np.float32)]).tocsr()
+    y_test = sp.csr_matrix(np.eye(n_tst, L, dtype=np.float32) * 0.5)  # non-binary: mutation would show
+    lbl = [f"label {j}" for j in range(L)]
+    ctx = WrapContext(
+        workdir=tmp_path / "w", arm="lever", upstream=STANDIN_RENEE,
+        upstream_args=["--tf", str(tiny_model), "--maxlen=12", "--expname", "x"], targets=targets.copy(),
+        support=targets.copy(), y_train=sp.csr_matrix(y), y_test=y_test.copy(),
+        trn_texts=[f"doc {i}" for i in range(N)] + lbl, tst_texts=[f"test {i}" for i in range(n_tst)],
+        lbl_texts=lbl, tst_filter=np.array([[1, 2], [3, 0]]), seed=7, trainer=None,
+    )  # fmt: skip
+    ctx.workdir.mkdir()
+    spec = ReneeAdapter(require_cuda=False).prepare(ctx)
+    data = Path(spec.argv[spec.argv.index("--data-dir") + 1])
+    assert spec.script == "main.py" and spec.argv[-2:] == ["--seed", "7"]
+    Lp = files.padded_labels(L)
+    np.testing.assert_array_equal(read_sparse(data / "trn_X_Y.txt").toarray(), files.pad_columns(targets, Lp).toarray())
+    assert read_sparse(data / "tst_X_Y.txt").toarray()[:, :L].tolist() == np.eye(n_tst, L).tolist()
+    assert (data / "tst_filter_labels.txt").read_text() == "1 2\n3 0\n"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ii = files.read_memmap(data / "bert-base-uncased-12" / "trn_doc_input_ids.dat", N + L, 12)
+    assert ii[N + 3].tolist() == tok("label 3", max_length=12, padding="max_length", truncation=True)["input_ids"]
+    lbl_ids = files.read_memmap(data / "bert-base-uncased-12" / "lbl_input_ids.dat", L, 12)
+    assert lbl_ids[3].tolist() == ii[N + 3].tolist()
+    assert spec.payload["soft"] and spec.payload["target_shape"] == [N + L, Lp]
+    assert spec.payload["score_path"].endswith("Results/Bert-XC/dataset/x/x_score_mat.npz")
+    # the arm's matrices are untouched
+    np.testing.assert_array_equal(ctx.y_test.toarray(), y_test.toarray())
+    np.testing.assert_array_equal(ctx.targets.toarray(), targets.toarray())

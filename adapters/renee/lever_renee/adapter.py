@@ -174,7 +174,10 @@ class ReneeAdapter(WrapAdapter):
         from transformers import AutoTokenizer
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(tf, do_lower_case=True)
+            try:  # as CreateTokenizedFiles.py loads it
+                tokenizer = AutoTokenizer.from_pretrained(tf, do_lower_case=True)
+            except TypeError:
+                tokenizer = AutoTokenizer.from_pretrained(tf)
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load the tokenizer of --tf {tf}: {str(exc).splitlines()[0]}",

@@ -54,8 +54,9 @@ def padded_labels(n_labels: int) -> int:
 
 
 def pad_columns(m: sp.spmatrix, n_cols: int) -> sp.csr_matrix:
+    """A float32 copy of ``m`` with ``n_cols`` columns (never a view: callers edit its values)."""
     m = sp.csr_matrix(m, dtype=np.float32)
-    return sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n_cols))
+    return sp.csr_matrix((m.data.copy(), m.indices.copy(), m.indptr.copy()), shape=(m.shape[0], n_cols))
 
 
 def write_filter(path: Path, pairs: np.ndarray | None) -> None:
