@@ -26,6 +26,7 @@ from lever_plugins import plugins
 from lever_plugins.config import RunConfig
 from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
+from lever_plugins.faults import crash_point
 from lever_plugins.runs import Run, atomic_path, atomic_write, write_json
 
 LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
@@ -154,11 +155,13 @@ def features(ds: Dataset, cfg: RunConfig, progress: bool = True) -> dict[str, np
 def _save_npz_arrays(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
+        crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def _save_csr(path: Path, m: sp.csr_matrix) -> None:
     with atomic_path(path) as tmp:
         sp.save_npz(tmp, m.tocsr())
+        crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def cached_stage(
@@ -173,6 +176,7 @@ def cached_stage(
             return run.manifest()["stages"][name].get("stats", {})
         t0 = time.perf_counter()
         stats = compute() or {}
+        crash_point("stage", name, "computed")
         run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
         return stats
 
