@@ -44,12 +44,39 @@ def cache_dir() -> Path:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
+    """The configured data set, validated, after checking the plugins and models the run will need:
+    every error a user can cause comes out here, before a run folder exists or anything is computed."""
     from lever_plugins.data import load_dataset
 
+    preflight(cfg)
     if not cfg.data.path:
         raise ConfigError("no data set given", where="data.path", fix="pass --data DIR or set [data] path")
     ds = load_dataset(cfg.data.path, text=cfg.data.text, name=cfg.data.name or None)
+    preflight_models(cfg)
     return prepare_split(ds, cfg)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Named plugins exist and take the configured options (cheap: no torch, no data)."""
+    plugins.lookup(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
+    plugins.lookup(plugins.soft_label_providers(), cfg.soft_labels.provider, "soft-label provider",
+                   "soft_labels.provider")  # fmt: skip
+    adapter_factory(cfg)
+
+
+def preflight_models(cfg: RunConfig) -> None:
+    """The encoder (and the built-in teacher's model) resolve to local folders."""
+    from lever_plugins.errors import LeverError
+    from lever_plugins.teacher.encoder import resolve_model
+
+    names = [("encoder", cfg.encoder.model)]
+    if cfg.teacher.name == "siamese":
+        names.append(("teacher", cfg.teacher.model))
+    for section, name in names:
+        try:
+            resolve_model(name)
+        except LeverError as exc:
+            raise LeverError(f"{exc.what}: {name}", where=f"{section}.model", fix=exc.fix) from None
 
 
 def _take_rows(y: sp.csr_matrix, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, list[str]]:
@@ -237,6 +264,11 @@ def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: s
 
 def make_adapter(cfg: RunConfig) -> Any:
     """The configured adapter, built with ``[trainer] options`` as keyword arguments."""
+    return adapter_factory(cfg)(**cfg.trainer.options)
+
+
+def adapter_factory(cfg: RunConfig) -> Any:
+    """The configured adapter's factory, checked to take ``[trainer] options`` as keyword arguments."""
     factory = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory
     opts = cfg.trainer.options
     try:
@@ -249,7 +281,7 @@ def make_adapter(cfg: RunConfig) -> Any:
         ) from None
     except ValueError:  # no signature to check (a C callable): let the call decide
         pass
-    return factory(**opts)
+    return factory
 
 
 def train_stage(
