@@ -404,6 +404,9 @@ def reference_table(metrics: dict[str, dict[str, float]], keys: tuple[str, ...])
 def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
     from lever_plugins.compare import format_table, paired_bootstrap
+    from lever_plugins.compare.arms import arm_settings
+    from lever_plugins.compare.arms import report as arms_report
+    from lever_plugins.compare.arms import summary as arms_summary
     from lever_plugins.metrics import decile_contributions, evaluate, plot_deciles
 
     walls: dict[str, float] = {}
@@ -424,8 +427,14 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         scores: dict[str, sp.csr_matrix] = {}
         metrics: dict[str, dict[str, float]] = {}
         ek = eval_kwargs(ds, cfg)
+        settings: dict[str, dict[str, Any]] = {}
         for arm, (x, y, ukey) in arms.items():
-            s, stats = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log, texts=arm_texts(ds, y.shape[0]))
+            texts = arm_texts(ds, y.shape[0])
+            s, stats = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log, texts=texts)
+            settings[arm] = arm_settings(
+                adapter=cfg.trainer.adapter, trainer=cfg.trainer, encoder=cfg.encoder, seed=cfg.seed,
+                data_signature=sig, truth=ek["train_truth"], x_train=x, targets=y, x_test=feats["tst"], texts=texts,
+            )  # fmt: skip
             scores[arm] = s
             metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
             write_json(run.root / arm / "metrics.json", metrics[arm])
@@ -445,6 +454,9 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             B=ek["B"],
         )
         table = format_table(boot, names=("base", "+LEVER"))
+        check = arms_report(settings["base"], settings["lever"], {"teacher": cfgmod.to_dict(cfg.teacher),
+                                                                  "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
+        log(arms_summary(check))
         if cfg.eval.reference == "plt":
             ref = reference_stage(run, ds, cfg, sig, log)
             metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
@@ -459,7 +471,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             f"{cfg.eval.confidence:.0%} intervals; values in %.\n\n"
         )
         with atomic_write(run.root / "compare.md", "w", encoding="utf-8") as fh:
-            fh.write(header + table + "\n")
+            fh.write(header + table + "\n\n" + arms_summary(check) + "\n")
         # Equal positive-mass bins show the tail (as the paper's figure); equal label-count bins are kept too.
         for mode, suffix in (("mass", ""), ("labels", "_labels")):
             deciles = {
@@ -479,6 +491,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             versions=versions(),
             plugins=plugins.plugin_versions(),
             wall_seconds={**walls, **stage_secs},
+            ab_check=check,
             data={
                 "name": ds.name,
                 "signature": sig,
