@@ -484,7 +484,7 @@ def write_sparse(path: str | Path, m: sp.spmatrix, *, nonneg: bool = True) -> No
     n_rows, n_cols = m.shape
     indptr = m.indptr.astype(np.int64)
     with atomic_write(p, "wb") as raw:
-        fh: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
+        fh: IO[bytes] = gzip.GzipFile(filename=p.name, fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
         fh.write(f"{n_rows} {n_cols}\n".encode())
         start = 0
         while start < n_rows:
