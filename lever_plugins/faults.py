@@ -13,7 +13,6 @@ Named points (``<n>`` is a number):
                                its artefacts but has not recorded them in manifest.json yet
 ``write:<dir>/<file>``         a run artefact (e.g. ``soft/targets.npz``, ``lever/scores.npz``) is fully
                                written to its temp file, not yet renamed into place
-``run:locked``                 a run directory has just been locked (``Run.__enter__``)
 =============================  ===========================================================================
 """
 

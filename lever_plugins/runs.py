@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from lever_plugins.errors import LeverError
-from lever_plugins.faults import crash_point
 
 
 @contextlib.contextmanager
@@ -134,7 +133,6 @@ class Run:
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
         self._remove_stale_temps()
-        crash_point("run", "locked")
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
