@@ -168,12 +168,20 @@ def common(f):
 @common
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
-def ab_cmd(data, out, config, seed, adapter, reference) -> None:
+@click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
+def ab_cmd(data, out, config, seed, adapter, reference, upstream) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
     from lever_plugins.pipeline import run_ab
 
     cfg = _load_cfg(
-        config, **{"data.path": data, "seed": seed, "trainer.adapter": adapter, "eval.reference": reference}
+        config,
+        **{
+            "data.path": data,
+            "seed": seed,
+            "trainer.adapter": adapter,
+            "eval.reference": reference,
+            "trainer.upstream": upstream,
+        },
     )
     run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
     click.echo(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'deciles.png'}")
@@ -234,6 +242,8 @@ _python_showwarning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lever_cli import wrap  # noqa: F401  (registers `wrap` and `doctor`)
+
     warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="lever", standalone_mode=False)

@@ -97,6 +97,8 @@ class TrainerConfig:
     top_k: int = 100  # predictions kept per test document
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
     device: str = "auto"
+    upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
+    upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point
 
 
 @dataclass

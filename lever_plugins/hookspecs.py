@@ -37,9 +37,10 @@ def lever_register_soft_label_providers(register):
 def lever_register_adapters(register):
     """Fires once when the plugin manager builds its registries.
 
-    Call ``register(name, factory)``; ``factory()`` returns an Adapter (``name``, ``upstream``,
-    ``check(upstream_dir)``, ``patch(run)``, ``launch(run, argv)``) for one upstream trainer.
-    Return value ignored.
+    Call ``register(name, factory)``; ``factory(**options)`` (``[trainer] options``) returns an adapter
+    with ``train_predict(x_train, targets, x_test, config, seed, ...) -> (test scores CSR, stats)``.
+    Adapters for upstream trainers subclass :class:`lever_plugins.wrap.WrapAdapter` (contract,
+    prepare, patches, collect; ``lever wrap`` and ``lever doctor`` use them). Return value ignored.
     """
 
 

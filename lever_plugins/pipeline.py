@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def load_data(cfg: RunConfig) -> Dataset:
     every error a user can cause comes out here, before a run folder exists or anything is computed."""
     from lever_plugins.data import load_dataset
 
-    preflight(cfg)
+    check_plugins(cfg)
     if not cfg.data.path:
         raise ConfigError("no data set given", where="data.path", fix="pass --data DIR or set [data] path")
     ds = load_dataset(cfg.data.path, text=cfg.data.text, name=cfg.data.name or None)
@@ -56,7 +56,7 @@ def load_data(cfg: RunConfig) -> Dataset:
     return prepare_split(ds, cfg)
 
 
-def preflight(cfg: RunConfig) -> None:
+def check_plugins(cfg: RunConfig) -> None:
     """Named plugins exist and take the configured options (cheap: no torch, no data)."""
     plugins.lookup(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
     plugins.lookup(plugins.soft_label_providers(), cfg.soft_labels.provider, "soft-label provider",
@@ -166,10 +166,16 @@ def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
 # ---------------------------------------------------------------- stages
 
 
-def features(ds: Dataset, cfg: RunConfig, progress: bool = True) -> dict[str, np.ndarray]:
-    """Frozen-encoder features of train docs, test docs and label texts (cached by text hash)."""
+def features(ds: Dataset, cfg: RunConfig, progress: bool = True, needed: bool = True) -> dict[str, np.ndarray]:
+    """Frozen-encoder features of train docs, test docs and label texts (cached by text hash).
+    ``needed=False`` (trainers that encode text themselves) gives zero-width arrays instead."""
     from lever_plugins.teacher.encoder import embed_cached
 
+    if not needed:
+        return {
+            k: np.zeros((len(t), 0), np.float32)
+            for k, t in (("trn", ds.trn_texts), ("tst", ds.tst_texts), ("lbl", ds.lbl_texts))
+        }
     e = cfg.encoder
     out = {}
     for key, texts in (("trn", ds.trn_texts), ("tst", ds.tst_texts), ("lbl", ds.lbl_texts)):
@@ -284,6 +290,26 @@ def adapter_factory(cfg: RunConfig) -> Any:
     return factory
 
 
+@dataclass
+class ArmContext:
+    """What adapters that take ``context`` get beside features and targets (upstream trainers need
+    texts, the original binary labels for propensity, and the hard support of the augmented matrix)."""
+
+    run_root: Path
+    arm: str
+    dataset: Dataset
+    trn_texts: list[str]
+    support: sp.csr_matrix
+
+
+def preflight(cfg: RunConfig) -> Any:
+    """Build the adapter and check its upstream (contract, version) before any stage runs."""
+    adapter = make_adapter(cfg)
+    if hasattr(adapter, "preflight"):
+        adapter.preflight(cfg.trainer.upstream)
+    return adapter
+
+
 def train_stage(
     run: Run,
     arm: str,
@@ -294,15 +320,20 @@ def train_stage(
     upstream_key: str,
     log: Any = None,
     texts: tuple[list[str], list[str]] | None = None,
+    context: ArmContext | None = None,
 ) -> tuple[sp.csr_matrix, dict]:
     """Train one arm through the configured adapter. Adapters whose ``train_predict`` takes ``texts``
-    also get the (train rows, test rows) texts, for trainers that build their own features."""
+    also get the (train rows, test rows) texts, for trainers that build their own features, and
+    those that take ``context`` an :class:`ArmContext`."""
     key = cfgmod.config_hash(upstream_key, cfg.trainer, cfg.encoder, cfg.seed, arm)
     art = f"{arm}/scores.npz"
 
     def compute() -> dict:
         adapter = make_adapter(cfg)
-        extra = {"texts": texts} if "texts" in inspect.signature(adapter.train_predict).parameters else {}
+        params = inspect.signature(adapter.train_predict).parameters
+        extra: dict[str, Any] = {"texts": texts} if "texts" in params else {}
+        if "context" in params:
+            extra["context"] = context
         scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
         _save_csr(run.root / art, scores)
         return stats
@@ -356,18 +387,27 @@ def arm_texts(ds: Dataset, rows: int) -> tuple[list[str], list[str]]:
     return ds.trn_texts + ds.lbl_texts[: rows - n], ds.tst_texts
 
 
+def arm_context(run: Run, ds: Dataset, arm: str, rows: int) -> ArmContext:
+    support = ds.binary_train() if arm == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
+    return ArmContext(run.root, arm, ds, arm_texts(ds, rows)[0], support)
+
+
 def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = print) -> dict[str, float]:
     """One arm alone (``lever train [--no-lever]``): OUT/<arm>/scores.npz and metrics.json."""
     from lever_plugins.metrics import evaluate
 
     arm = "lever" if lever else "base"
     ds = load_data(cfg)
+    adapter = preflight(cfg)
     sig = data_signature(ds)
     with Run(out) as run:
         with stage(run, "features", log):
-            feats = features(ds, cfg)
+            feats = features(ds, cfg, needed=getattr(adapter, "needs_features", True))
         x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
-        s, _ = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log, texts=arm_texts(ds, y.shape[0]))
+        s, _ = train_stage(
+            run, arm, x, y, feats["tst"], cfg, ukey, log,
+            texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
+        )  # fmt: skip
         m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
         write_json(run.root / arm / "metrics.json", m)
         return m
@@ -412,6 +452,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     walls: dict[str, float] = {}
     t0 = time.perf_counter()
     ds = load_data(cfg)  # bad input fails here, before the run directory exists
+    adapter = preflight(cfg)  # and so does a missing or drifted upstream
     sig = data_signature(ds)
     walls["data"] = time.perf_counter() - t0
     with Run(out) as run:
@@ -420,7 +461,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")
         )
         with stage(run, "features", log) as info:
-            feats = features(ds, cfg)
+            feats = features(ds, cfg, needed=getattr(adapter, "needs_features", True))
         walls["features"] = info["seconds"]
 
         arms = {arm: arm_inputs(run, ds, cfg, sig, feats, arm == "lever", log) for arm in ("base", "lever")}
@@ -430,7 +471,10 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         settings: dict[str, dict[str, Any]] = {}
         for arm, (x, y, ukey) in arms.items():
             texts = arm_texts(ds, y.shape[0])
-            s, stats = train_stage(run, arm, x, y, feats["tst"], cfg, ukey, log, texts=texts)
+            s, stats = train_stage(
+                run, arm, x, y, feats["tst"], cfg, ukey, log,
+                texts=texts, context=arm_context(run, ds, arm, y.shape[0]),
+            )  # fmt: skip
             settings[arm] = arm_settings(
                 adapter=cfg.trainer.adapter, trainer=cfg.trainer, encoder=cfg.encoder, seed=cfg.seed,
                 data_signature=sig, truth=ek["train_truth"], x_train=x, targets=y, x_test=feats["tst"], texts=texts,

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,13 @@ def lever(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
         cwd=cwd,
         timeout=600,
     )
+
+
+def make_dist(site: Path, dist: str, module: str, source: str, version: str = "0.3.0") -> None:
+    """A minimal installed distribution: a module plus its .dist-info with a `lever` entry point."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[lever]\n{module} = {module}\n")

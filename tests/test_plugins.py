@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import lever
+from conftest import lever, make_dist
 
 from lever_plugins import plugins
 from lever_plugins.errors import PluginError
@@ -63,16 +62,6 @@ from lever_plugins import hookimpl
 def lever_register_teachers(register):
     register("siamese", object)
 '''
-
-
-def make_dist(site: Path, dist: str, module: str, source: str, version: str = "0.3.0") -> None:
-    """A minimal installed distribution: a module plus its .dist-info with a `lever` entry point."""
-    site.mkdir(parents=True, exist_ok=True)
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[lever]\n{module} = {module}\n")
 
 
 @pytest.fixture

@@ -1,0 +1,229 @@
+"""The base class of adapters that run an upstream trainer (``lever wrap NAME``, ``lever ab --adapter NAME``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lever_plugins.errors import UpstreamError
+from lever_plugins.wrap.contract import Problem, Symbol, check_contract, identify_commit
+from lever_plugins.wrap.patching import Patch
+
+
+@dataclass
+class WrapContext:
+    """Everything one arm hands to an upstream trainer. Row i < ``n_docs`` of ``targets`` is train
+    document i; rows after it are label rows (label ``i - n_docs``'s text as a document)."""
+
+    workdir: Path  # files for the upstream go here (OUT/<arm>/upstream)
+    arm: str  # "base" or "lever"
+    upstream: Path
+    upstream_args: list[str]
+    targets: sp.csr_matrix  # training targets: binary (base) or blended soft (+LEVER), rows × L
+    support: sp.csr_matrix  # hard augmented matrix: ground truth and label rows at 1 (teacher pairs absent)
+    y_train: sp.csr_matrix  # ORIGINAL binary train labels, N × L: propensity and validation come from it
+    y_test: sp.csr_matrix
+    trn_texts: list[str]  # one per target row
+    tst_texts: list[str]
+    lbl_texts: list[str]
+    tst_filter: np.ndarray  # (row, label) pairs removed before metrics
+    seed: int
+    trainer: Any  # the TrainerConfig
+    top_k: int = 100
+
+    @property
+    def n_docs(self) -> int:
+        return self.y_train.shape[0]
+
+    @property
+    def lever(self) -> bool:
+        return self.arm == "lever"
+
+
+@dataclass
+class LaunchSpec:
+    """How to start the upstream: ``script`` (relative to the checkout) with ``argv``, in ``cwd``
+    (default: the arm's workdir, so nothing is written into the checkout); ``payload`` reaches
+    :meth:`WrapAdapter.patches` in the launched processes (JSON: paths and numbers, not arrays)."""
+
+    script: str
+    argv: list[str] = field(default_factory=list)
+    payload: dict[str, Any] = field(default_factory=dict)
+    cwd: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    pythonpath: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DoctorReport:
+    adapter: str
+    upstream: Path
+    problems: list[Problem]
+    commit: str | None
+    differs: list[str]
+    tested: list[str]
+    symbols: list[Symbol]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"{self.adapter}: upstream {self.upstream}"]
+        if self.commit and not self.differs:
+            out.append(f"  version: tested commit {self.commit}")
+        else:
+            out.append(
+                f"  version: not a tested commit (tested: {', '.join(c[:12] for c in self.tested) or 'none'})"
+                + (f"; differs in {', '.join(self.differs)}" if self.differs else "")
+            )
+        for s in self.symbols:
+            bad = next((p for p in self.problems if p.symbol == s), None)
+            out.append(f"  {'FAIL' if bad else 'ok  '} {s}" + (f": {bad.what}" if bad else "") + f"  — {s.why}")
+        return out
+
+
+class WrapAdapter:
+    """Subclass per upstream: declare ``name``, ``upstream`` (its URL), ``tested`` (commit →
+    {file: sha256}) and implement :meth:`contract`, :meth:`prepare`, :meth:`patches`, :meth:`collect`.
+
+    :meth:`train_predict` does the rest: contract check, files, launch with the patches active in
+    every upstream process, scores back as CSR for ``evaluate``.
+    """
+
+    name = "wrap"
+    upstream = ""
+    tested: dict[str, dict[str, str]] = {}
+    needs_features = False  # upstream trainers encode text themselves
+
+    def __init__(self, **options: Any):
+        self.options = options  # ``[trainer] options``; re-created from these in launched processes
+
+    # -- to implement ---------------------------------------------------------------------------
+    def contract(self) -> list[Symbol]:
+        """The upstream symbols this adapter patches or calls, with their signatures."""
+        return []
+
+    def prepare(self, ctx: WrapContext) -> LaunchSpec:
+        """Write the arm's data in the upstream's formats under ``ctx.workdir``; say how to launch."""
+        raise NotImplementedError
+
+    def patches(self, payload: dict[str, Any]) -> list[Patch]:
+        """The patches to apply in each launched process (called there, with the LaunchSpec's payload)."""
+        return []
+
+    def collect(self, ctx: WrapContext, spec: LaunchSpec) -> sp.csr_matrix:
+        """Read the upstream's test scores back: CSR, test documents × L."""
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------------------------
+    def doctor(self, upstream: str | Path) -> DoctorReport:
+        root = Path(upstream)
+        if not root.is_dir():
+            raise UpstreamError(
+                f"{self.name} upstream checkout not found",
+                where=str(upstream),
+                fix=f"point --upstream (or [trainer] upstream) at a checkout of {self.upstream or self.name}",
+            )
+        symbols = self.contract()
+        commit, differs = identify_commit(root, self.tested)
+        return DoctorReport(
+            self.name, root, check_contract(root, symbols), commit, differs, list(self.tested), symbols
+        )
+
+    def check(self, upstream_dir: str | Path | None) -> list[str]:
+        """Contract problems as ``file: symbol: what`` lines (empty when the checkout fits)."""
+        return [p.line() for p in self.preflight(upstream_dir, raise_on_problem=False).problems]
+
+    def preflight(self, upstream_dir: str | Path | None, raise_on_problem: bool = True) -> DoctorReport:
+        if not upstream_dir:
+            raise UpstreamError(
+                f"adapter {self.name!r} needs the upstream checkout",
+                where="--upstream / [trainer] upstream",
+                fix=f"clone {self.upstream or 'the upstream repository'} and pass its folder",
+            )
+        report = self.doctor(upstream_dir)
+        if raise_on_problem and report.problems:
+            first = report.problems[0]
+            tested = ", ".join(c[:12] for c in self.tested) or "none"
+            n = len(report.problems)
+            more = f" (+{n - 1} more, see `lever doctor {self.name}`)" if n > 1 else ""
+            raise UpstreamError(
+                f"upstream drift: {first.symbol}: {first.what}{more}; tested commit(s): {tested}",
+                where=str(Path(upstream_dir) / first.symbol.path),
+                fix=f"check out a tested commit of {self.upstream or self.name}, or update the adapter",
+            )
+        return report
+
+    def train_predict(
+        self,
+        x_train: Any,
+        targets: sp.spmatrix,
+        x_test: Any,
+        config: Any,
+        seed: int,
+        context: Any = None,
+        progress: bool = True,
+        **_: Any,
+    ) -> tuple[sp.csr_matrix, dict[str, Any]]:
+        from lever_plugins.wrap.launch import launch
+
+        if context is None:
+            raise UpstreamError(f"adapter {self.name!r} runs inside `lever wrap` / `lever ab` only")
+        report = self.preflight(config.upstream)
+        ctx = WrapContext(
+            workdir=Path(context.run_root) / context.arm / "upstream",
+            arm=context.arm,
+            upstream=Path(config.upstream).resolve(),
+            upstream_args=list(config.upstream_args),
+            targets=sp.csr_matrix(targets, dtype=np.float32),
+            support=context.support,
+            y_train=context.dataset.binary_train(),
+            y_test=context.dataset.y_tst,
+            trn_texts=context.trn_texts,
+            tst_texts=context.dataset.tst_texts,
+            lbl_texts=context.dataset.lbl_texts,
+            tst_filter=context.dataset.tst_filter,
+            seed=seed,
+            trainer=config,
+            top_k=config.top_k,
+        )
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        spec = self.prepare(ctx)
+        t1 = time.perf_counter()
+        launch(
+            {
+                "adapter": self.name,
+                "options": getattr(self, "options", {}),
+                "upstream": str(ctx.upstream),
+                "script": spec.script,
+                "argv": [*spec.argv, *ctx.upstream_args],
+                "payload": spec.payload,
+                "pythonpath": spec.pythonpath,
+            },
+            ctx.workdir,
+            cwd=spec.cwd,
+            env=spec.env,
+            log=print if progress else None,
+        )
+        t2 = time.perf_counter()
+        scores = self.collect(ctx, spec).tocsr()
+        if scores.shape != (len(ctx.tst_texts), ctx.y_train.shape[1]):
+            raise UpstreamError(
+                f"{self.name} scores have shape {scores.shape}, expected {(len(ctx.tst_texts), ctx.y_train.shape[1])}",
+                where=str(ctx.workdir),
+                fix="the upstream wrote predictions for another label space; check its label padding",
+            )
+        return scores, {
+            "upstream_commit": report.commit,
+            "upstream_differs": report.differs,
+            "prepare_seconds": t1 - t0,
+            "upstream_seconds": t2 - t1,
+            "rows": targets.shape[0],
+        }

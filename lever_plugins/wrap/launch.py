@@ -1,0 +1,69 @@
+"""Start the upstream entry point in a child Python with the adapter's patches active in every process."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lever_plugins.errors import UpstreamError
+from lever_plugins.runs import atomic_write, write_json
+from lever_plugins.wrap import boot
+
+
+def write_boot(workdir: Path, spec: dict[str, Any]) -> tuple[Path, Path]:
+    """The run's spec file and the folder holding the generated sitecustomize.py."""
+    boot_dir = workdir / "boot"
+    boot_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(boot_dir / "sitecustomize.py", "w", encoding="utf-8") as fh:
+        fh.write(boot.SITECUSTOMIZE)
+    spec_path = workdir / "wrap-spec.json"
+    write_json(spec_path, spec)
+    return spec_path, boot_dir
+
+
+def launch(
+    spec: dict[str, Any],
+    workdir: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> Path:
+    """Run ``spec["script"]`` of ``spec["upstream"]`` with ``spec["argv"]``; its output is echoed through
+    ``log`` and kept in ``workdir/upstream.log``. A non-zero exit is an :class:`UpstreamError` quoting
+    the last lines. Returns the log's path."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, boot_dir = write_boot(workdir, spec)
+    full_env = {**os.environ, **(env or {})}
+    full_env[boot.SPEC_ENV] = str(spec_path.resolve())
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(boot_dir.resolve()), *([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else [])]
+    )
+    full_env["PYTHONUNBUFFERED"] = "1"
+    log_path = workdir / "upstream.log"
+    tail: collections.deque[str] = collections.deque(maxlen=15)
+    cmd = [sys.executable, "-m", "lever_plugins.wrap.run", str(spec_path.resolve())]
+    with open(log_path, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd or workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            errors="replace",
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            tail.append(line.rstrip())
+            if log:
+                log(line.rstrip())
+        rc = proc.wait()
+    if rc != 0:
+        last = " | ".join(t for t in tail if t)[-600:]
+        raise UpstreamError(
+            f"{spec['adapter']} upstream {spec['script']} exited with code {rc}: {last}",
+            where=str(log_path),
+            fix="read the upstream log; the patches and targets are in " + str(workdir),
+        )
+    return log_path
