@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +235,23 @@ def train_cmd(data, out, config, seed, no_lever) -> None:
         click.echo(f"{key:<12} {100 * v:7.2f}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """LEVER's own warnings as one ``warning: ...`` line; everyone else's as Python prints them."""
+    from lever_plugins.errors import LeverWarning
+
+    if issubclass(category, LeverWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     from lever_cli import wrap  # noqa: F401  (registers `wrap` and `doctor`)
 
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="lever", standalone_mode=False)
     except LeverError as exc:
@@ -245,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, like every other user error
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"error: {where}{exc.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)

@@ -26,6 +26,7 @@ from lever_plugins import plugins
 from lever_plugins.config import RunConfig
 from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
+from lever_plugins.faults import crash_point
 from lever_plugins.runs import Run, atomic_path, atomic_write, write_json
 
 LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
@@ -43,12 +44,39 @@ def cache_dir() -> Path:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
+    """The configured data set, validated, after checking the plugins and models the run will need:
+    every error a user can cause comes out here, before a run folder exists or anything is computed."""
     from lever_plugins.data import load_dataset
 
+    check_plugins(cfg)
     if not cfg.data.path:
         raise ConfigError("no data set given", where="data.path", fix="pass --data DIR or set [data] path")
     ds = load_dataset(cfg.data.path, text=cfg.data.text, name=cfg.data.name or None)
+    preflight_models(cfg)
     return prepare_split(ds, cfg)
+
+
+def check_plugins(cfg: RunConfig) -> None:
+    """Named plugins exist and take the configured options (cheap: no torch, no data)."""
+    plugins.lookup(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
+    plugins.lookup(plugins.soft_label_providers(), cfg.soft_labels.provider, "soft-label provider",
+                   "soft_labels.provider")  # fmt: skip
+    adapter_factory(cfg)
+
+
+def preflight_models(cfg: RunConfig) -> None:
+    """The encoder (and the built-in teacher's model) resolve to local folders."""
+    from lever_plugins.errors import LeverError
+    from lever_plugins.teacher.encoder import resolve_model
+
+    names = [("encoder", cfg.encoder.model)]
+    if cfg.teacher.name == "siamese":
+        names.append(("teacher", cfg.teacher.model))
+    for section, name in names:
+        try:
+            resolve_model(name)
+        except LeverError as exc:
+            raise LeverError(f"{exc.what}: {name}", where=f"{section}.model", fix=exc.fix) from None
 
 
 def _take_rows(y: sp.csr_matrix, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, list[str]]:
@@ -176,11 +204,13 @@ def arm_sparse(feats: dict[str, Any], rows: int) -> tuple[sp.csr_matrix, sp.csr_
 def _save_npz_arrays(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
+        crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def _save_csr(path: Path, m: sp.csr_matrix) -> None:
     with atomic_path(path) as tmp:
         sp.save_npz(tmp, m.tocsr())
+        crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def cached_stage(
@@ -195,6 +225,7 @@ def cached_stage(
             return run.manifest()["stages"][name].get("stats", {})
         t0 = time.perf_counter()
         stats = compute() or {}
+        crash_point("stage", name, "computed")
         run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
         return stats
 
@@ -255,6 +286,11 @@ def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: s
 
 def make_adapter(cfg: RunConfig) -> Any:
     """The configured adapter, built with ``[trainer] options`` as keyword arguments."""
+    return adapter_factory(cfg)(**cfg.trainer.options)
+
+
+def adapter_factory(cfg: RunConfig) -> Any:
+    """The configured adapter's factory, checked to take ``[trainer] options`` as keyword arguments."""
     factory = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory
     opts = cfg.trainer.options
     try:
@@ -267,7 +303,7 @@ def make_adapter(cfg: RunConfig) -> Any:
         ) from None
     except ValueError:  # no signature to check (a C callable): let the call decide
         pass
-    return factory(**opts)
+    return factory
 
 
 @dataclass
@@ -434,6 +470,9 @@ def reference_table(metrics: dict[str, dict[str, float]], keys: tuple[str, ...])
 def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
     from lever_plugins.compare import format_table, paired_bootstrap
+    from lever_plugins.compare.arms import arm_settings
+    from lever_plugins.compare.arms import report as arms_report
+    from lever_plugins.compare.arms import summary as arms_summary
     from lever_plugins.metrics import decile_contributions, evaluate, plot_deciles
 
     walls: dict[str, float] = {}
@@ -459,11 +498,17 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         scores: dict[str, sp.csr_matrix] = {}
         metrics: dict[str, dict[str, float]] = {}
         ek = eval_kwargs(ds, cfg)
+        settings: dict[str, dict[str, Any]] = {}
         for arm, (x, y, ukey) in arms.items():
+            texts = arm_texts(ds, y.shape[0])
             s, stats = train_stage(
                 run, arm, x, y, feats["tst"], cfg, ukey, log,
-                texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
+                texts=texts, context=arm_context(run, ds, arm, y.shape[0]),
                 x_sparse=arm_sparse(feats, y.shape[0]),
+            )  # fmt: skip
+            settings[arm] = arm_settings(
+                adapter=cfg.trainer.adapter, trainer=cfg.trainer, encoder=cfg.encoder, seed=cfg.seed,
+                data_signature=sig, truth=ek["train_truth"], x_train=x, targets=y, x_test=feats["tst"], texts=texts,
             )  # fmt: skip
             scores[arm] = s
             metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
@@ -485,6 +530,9 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         )
         table = format_table(boot, names=("base", "+LEVER"))
         rows = {"base": metrics["base"], "+LEVER": metrics["lever"]}
+        check = arms_report(settings["base"], settings["lever"], {"teacher": cfgmod.to_dict(cfg.teacher),
+                                                                  "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
+        log(arms_summary(check))
         if cfg.eval.reference == "plt":
             ref = reference_stage(run, ds, cfg, sig, log)
             metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
@@ -511,7 +559,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             f"{cfg.eval.confidence:.0%} intervals; values in %.\n\n"
         )
         with atomic_write(run.root / "compare.md", "w", encoding="utf-8") as fh:
-            fh.write(header + table + "\n")
+            fh.write(header + table + "\n\n" + arms_summary(check) + "\n")
         # Equal positive-mass bins show the tail (as the paper's figure); equal label-count bins are kept too.
         for mode, suffix in (("mass", ""), ("labels", "_labels")):
             deciles = {
@@ -531,6 +579,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             versions=versions(),
             plugins=plugins.plugin_versions(),
             wall_seconds={**walls, **stage_secs},
+            ab_check=check,
             data={
                 "name": ds.name,
                 "signature": sig,
