@@ -240,7 +240,7 @@ class CascadeXMLAdapter(WrapAdapter):
         from lever_cascadexml import shims
 
         out = [
-            Patch("transformers:AdamW", shims.legacy_adamw, create=True),
+            *shims.adamw_patches(),
             Patch("torch.optim.lr_scheduler:_LRScheduler.__init__", shims.scheduler_init),
             Patch("CascadeXML:get_bert", shims.encoder_loader(payload["encoder"])),
             Patch("CascadeXML:CascadeXML.__init__", shims.cpu_device_arg(2)),

@@ -194,6 +194,26 @@ def legacy_adamw(original: Any) -> Any:
     return original if original is not None else LegacyAdamW
 
 
+def adamw_patches() -> list[Any]:
+    """The ``transformers.AdamW`` shim. Current transformers executes its ``__init__`` a second time
+    (``processing_utils`` calls ``direct_transformers_import`` when a model class is first loaded) and
+    puts that second module object in ``sys.modules``, so the name also goes on the module
+    ``processing_utils`` keeps (found in its source, without importing transformers)."""
+    import importlib.util
+    from pathlib import Path
+
+    from lever_plugins.wrap.patching import Patch
+
+    out = [Patch("transformers:AdamW", legacy_adamw, create=True)]
+    spec = importlib.util.find_spec("transformers")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        src = Path(folder) / "processing_utils.py"
+        if src.is_file() and "transformers_module = direct_transformers_import" in src.read_text(errors="replace"):
+            out.append(Patch("transformers.processing_utils:transformers_module.AdamW", legacy_adamw, create=True))
+            break
+    return out
+
+
 def scheduler_init(original: Any) -> Any:
     import inspect
 
