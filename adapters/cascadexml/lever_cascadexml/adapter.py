@@ -211,7 +211,8 @@ class CascadeXMLAdapter(WrapAdapter):
         if feats.shape[1] > 256:
             from sklearn.decomposition import TruncatedSVD
 
-            dense = TruncatedSVD(min(64, feats.shape[1] - 1, num_labels - 1), random_state=ctx.seed).fit_transform(feats)
+            svd = TruncatedSVD(min(64, feats.shape[1] - 1, num_labels - 1), random_state=ctx.seed)
+            dense = svd.fit_transform(feats)
         else:
             dense = feats.toarray()
         write_tree(data / CLUSTERS, build_tree(dense, depth, ctx.seed), depth, num_labels)

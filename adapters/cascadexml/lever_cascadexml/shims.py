@@ -90,7 +90,8 @@ def dataset_getitem(original: Any) -> Any:
             support = np.union1d(hard, srow.indices)
         else:
             support = hard
-        levels = [torch.from_numpy(hard)] + [torch.from_numpy(a) for a in ancestors(self.label_to_cluster_maps, support)]
+        coarse = ancestors(self.label_to_cluster_maps, support)
+        levels = [torch.from_numpy(hard)] + [torch.from_numpy(a) for a in coarse]
         levels = levels[::-1]  # coarse ... leaf, as the upstream returns them
 
         ids = list(self.x[idx])[: self.max_len - 2]
@@ -115,7 +116,7 @@ def dataset_getitem(original: Any) -> Any:
 def soft_target(candidates: torch.Tensor, ids: list[torch.Tensor], vals: list[torch.Tensor]) -> torch.Tensor:
     """``out[b, k]`` = row b's blended target for label ``candidates[b, k]`` (0 when not stored, padding included)."""
     out = torch.zeros(candidates.shape, dtype=torch.float32, device=candidates.device)
-    for b, (i, v) in enumerate(zip(ids, vals)):
+    for b, (i, v) in enumerate(zip(ids, vals, strict=True)):
         if i.numel() == 0:
             continue
         i, v = i.to(candidates.device), v.to(candidates.device, torch.float32)
@@ -228,8 +229,8 @@ def scheduler_init(original: Any) -> Any:
 
 
 def _cpu(device: Any) -> Any:
-    if isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        return torch.device("cpu")
+    if isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda":
+        return device if torch.cuda.is_available() else torch.device("cpu")
     return device
 
 

@@ -73,7 +73,7 @@ def check_shape(num_labels: int, depth: list[int], topk: list[int]) -> None:
             where=where,
             fix="e.g. tree_depth = [3, 6], topk = [8, 32] (the model has 3 or 4 levels, labels included)",
         )
-    if depth[0] < 3 or any(b <= a for a, b in zip(depth, depth[1:])):
+    if depth[0] < 3 or any(b <= a for a, b in zip(depth, depth[1:], strict=False)):
         raise ConfigError(
             f"tree_depth must increase from >= 3 (>= 8 top clusters: the upstream takes the top 5), got {depth}",
             where=where,
@@ -81,7 +81,8 @@ def check_shape(num_labels: int, depth: list[int], topk: list[int]) -> None:
         )
     if 2 ** depth[-1] > num_labels:
         raise ConfigError(
-            f"tree_depth {depth[-1]} gives {2 ** depth[-1]} leaf clusters for {num_labels} labels (some would be empty)",
+            f"tree_depth {depth[-1]} gives {2 ** depth[-1]} leaf clusters for {num_labels} labels "
+            "(some would be empty)",
             where=where,
             fix=f"use a last tree_depth <= {int(math.log2(num_labels))}",
         )
