@@ -199,7 +199,7 @@ def test_leaf_loss_is_bce_against_blended_target(root: Path, tmp_path: Path, ber
         assert abs(loss.item() - expected.item()) < 1e-5
         assert abs(loss.item() - hard_loss.item()) > 1e-4  # the soft values changed the leaf term
         loss.backward()
-        for k in ("Cn.%d.weight" % (n - 1), "Cn_bias.%d.weight" % (n - 1)):
+        for k in (f"Cn.{n - 1}.weight", f"Cn_bias.{n - 1}.weight"):
             torch.testing.assert_close(dict(model.named_parameters())[k].grad, want[k], atol=1e-6, rtol=1e-4)
         assert type(model.loss_fn).__name__ == "BCEWithLogitsLoss"  # put back after the call
 
@@ -219,7 +219,7 @@ def test_coarse_levels_are_hard_plus_soft_support_through_the_tree(root: Path, t
     adapter, ctx, spec, params = prepared(tmp_path, root, bert12, lever=True)
     with open(ctx.workdir / "data/lever/lever_clusters.pkl", "rb") as fh:
         tree = pickle.load(fh)
-    depth_of = [{int(lab): c for c, members in enumerate(h.clusters) for lab in members} for h in tree["hash_map_array"]]
+    depth_of = [{int(lab): c for c, m in enumerate(h.clusters) for lab in m} for h in tree["hash_map_array"]]
     with upstream(root, adapter, spec.payload):
         ds = train_set(params)
         n_coarse = len(depth_of)
@@ -303,9 +303,11 @@ def test_doctor_passes_on_the_standin_and_fails_on_drift(tmp_path: Path):
     n = len(CascadeXMLAdapter().contract())
     assert r.stdout.count("\n  ok   ") == n and "not a tested commit" in r.stdout
 
+    fwd = "def forward(self, input_ids, attention_mask, epoch=None,"
     for edit, what in [
-        (("CascadeXML.py", "def forward(self, input_ids, attention_mask, epoch=None,", "def forward(self, ids, attention_mask, epoch=None,"), "CascadeXML.CascadeXML.forward: signature changed"),
-        (("dataset.py", "    def __getitem__(self, idx):", "    def get_item(self, idx):"), "dataset.MultiXMLGeneral.__getitem__: not defined"),
+        (("CascadeXML.py", fwd, fwd.replace("input_ids", "ids")), "CascadeXML.CascadeXML.forward: signature changed"),
+        (("dataset.py", "def __getitem__(self, idx):", "def get_item(self, idx):"),
+         "dataset.MultiXMLGeneral.__getitem__: not defined"),
         (("tree.py", None, None), "tree.build_tree.load: module not found"),
     ]:  # fmt: skip
         copy = tmp_path / f"drift-{edit[0]}"
