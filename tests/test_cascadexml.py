@@ -335,12 +335,15 @@ def test_doctor_on_the_real_checkout():
 # ------------------------------------------------------------------------------------ end to end
 
 
-def wrap_config(tmp_path: Path, teacher: Path, encoder: Path, extra: str = "", epochs: int = 2) -> Path:
+def wrap_config(
+    tmp_path: Path, teacher: Path, encoder: Path, extra: str = "", epochs: int = 2, batch: int = 16
+) -> Path:
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(
         f'[teacher]\nmodel = "{teacher}"\ntrain = false\nmax_len = 16\n'
         "[soft_labels]\ntau_l = 3\ntau_d = 4\nthreshold = 0.5\n[eval]\nbootstrap = 20\n"
-        f'[trainer]\noptions = {{ encoder = "{encoder}", epochs = {epochs}, batch_size = 16, max_len = 24 }}\n{extra}'
+        f'[trainer]\noptions = {{ encoder = "{encoder}", epochs = {epochs}, batch_size = {batch}, '
+        f"max_len = 24 }}\n{extra}"
     )
     return cfg
 
@@ -375,15 +378,15 @@ def test_lever_wrap_cascadexml_on_the_standin(tmp_path: Path, tiny_model: Path, 
 
 @real_only
 def test_real_cascadexml_trains_on_cpu(tmp_path: Path, tiny_model: Path, bert12: Path):
-    """Its own main.py/Runner on 300 debtags documents + 613 label rows, 3 epochs: the train loss falls."""
+    """Its own main.py/Runner on 100 debtags documents + 613 label rows, 2 epochs: the train loss falls."""
     env = {"HF_HUB_OFFLINE": "1", "LEVER_CACHE_DIR": str(tmp_path / "cache")}
-    cfg = wrap_config(tmp_path, tiny_model, bert12, "[data]\nmax_train = 300\nmax_test = 100\n", epochs=3)
+    cfg = wrap_config(tmp_path, tiny_model, bert12, "[data]\nmax_train = 100\nmax_test = 40\n", epochs=2, batch=64)
     r = lever(
         "wrap", "cascadexml", "--data", str(DEBTAGS), "--out", str(tmp_path / "run"), "--upstream", REAL,
-        "--config", str(cfg), "--", "--lr", "5e-4", env=env,
+        "--config", str(cfg), "--", "--lr", "1e-3", env=env,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     losses = train_losses(tmp_path / "run/lever/upstream/upstream.log")
     print("real CascadeXML +LEVER train losses:", losses)
     print(r.stdout[-600:])
-    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert len(losses) == 2 and losses[-1] < losses[0]
