@@ -26,10 +26,15 @@ _MISSING = object()
 @dataclass(frozen=True)
 class Patch:
     """Replace ``target`` (``"pkg.module:Class.method"`` or ``"pkg.module:function"``) with
-    ``make(original)``. ``make`` receives the object it replaces, so wrappers can call through."""
+    ``make(original)``. ``make`` receives the object it replaces, so wrappers can call through.
+
+    ``create=True`` also allows a missing attribute (as :func:`unittest.mock.patch` does): ``make``
+    then receives None, and restoring deletes the attribute again. For shims that put back a name a
+    dependency removed (``transformers.AdamW``)."""
 
     target: str
     make: Callable[[Any], Any]
+    create: bool = False
 
     @property
     def module(self) -> str:
@@ -63,7 +68,7 @@ def apply(patch: Patch, module: Any | None = None) -> Applied:
     try:
         owner = _owner(mod, patch.path)
         name = patch.path[-1]
-        original = getattr(owner, name)
+        original = getattr(owner, name, None) if patch.create else getattr(owner, name)
     except AttributeError as exc:
         from lever_plugins.errors import UpstreamError
 
@@ -125,7 +130,9 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_then_patch(module: Any) -> None:
             exec_module(module)
-            applied.extend(apply(p, module) for p in patches)
+            # A module may replace itself in sys.modules (transformers' _LazyModule): patch what imports see.
+            target = sys.modules.get(fullname, module)
+            applied.extend(apply(p, target) for p in patches)
 
         loader.exec_module = exec_then_patch  # type: ignore[method-assign]
         return spec
