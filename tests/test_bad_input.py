@@ -178,6 +178,19 @@ def _with_cfg(body: str, *extra: str) -> Callable[[Path], list[str]]:
     return lambda t: ab(lf(t), t, "--config", str(cfg(t, body)), *extra)
 
 
+STANDIN_CASCADEXML = Path(__file__).parent / "standins" / "cascadexml"
+
+
+def _drifted_upstream(t: Path) -> list[str]:
+    import shutil
+
+    up = t / "cascadexml-copy"
+    shutil.copytree(STANDIN_CASCADEXML, up)
+    ds = up / "src" / "dataset.py"
+    ds.write_text(ds.read_text().replace("def __getitem__(self, idx)", "def __getitem__(self, index)"))
+    return ab(lf(t), t, "--adapter", "cascadexml", "--upstream", str(up))
+
+
 BAD = "bad JSON"
 ROWS = [
     # --- LF json.gz folders
@@ -273,6 +286,13 @@ ROWS = [
     Row("cli-bad-option-value", lambda t: ab(lf(t), t, "--seed", "abc"), r"lever ab",
         "Invalid value for '--seed': 'abc' is not a valid integer"),
     Row("cli-unknown-option", lambda t: ab(lf(t), t, "--sed", "3"), r"lever ab", "No such option '--sed'"),
+    # --- upstream checkouts (wrapping adapters; checked from the source before any stage runs)
+    Row("upstream-missing-path", lambda t: ab(lf(t), t, "--adapter", "cascadexml", "--upstream", str(t / "absent")),
+        r"absent", "cascadexml upstream checkout not found"),
+    Row("upstream-no-path", lambda t: ab(lf(t), t, "--adapter", "cascadexml"), r"--upstream",
+        "adapter 'cascadexml' needs the upstream checkout"),
+    Row("upstream-wrong-version", _drifted_upstream, r"dataset\.py",
+        "upstream drift: dataset.MultiXMLGeneral.__getitem__: signature changed"),
     Row("cli-out-is-a-file", lambda t: ["ab", "--data", str(lf(t)), "--out", str(cfg(t, ""))], r"c\.toml",
         "the output path exists and is not a folder"),
 ]  # fmt: skip
