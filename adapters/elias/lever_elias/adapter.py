@@ -189,7 +189,7 @@ class EliasAdapter(WrapAdapter):
             "tf_max_len": self.tf_max_len,
             "num_val_points": int(n_val),
             "save": True,
-            "eval_topk": int(ctx.top_k),
+            "eval_topk": max(100, int(ctx.top_k)),
         }
         merged = {**_yaml_chain(ctx.upstream, base), **ours, **self.elias}
         for key in ("max_leaf", "beam_size", "tf", "tf_max_len", "num_val_points"):
@@ -217,6 +217,16 @@ class EliasAdapter(WrapAdapter):
                 where="[trainer] options.elias",
                 fix=f"set options.elias.max_leaf <= {max(1, n_labels // int(merged['beam_size']))} "
                 "or a smaller beam_size",
+            )
+        # ELIAS's predict takes the top eval_topk of beam_size × (largest cluster) candidates, and train.py
+        # logs R@100, which exists only for eval_topk >= 100.
+        width = int(merged["beam_size"]) * int(np.ceil(n_labels / c))
+        if width < int(merged["eval_topk"]):
+            raise ConfigError(
+                f"ELIAS predicts its top eval_topk={merged['eval_topk']} from beam_size × labels per cluster = "
+                f"{merged['beam_size']} × {int(np.ceil(n_labels / c))} = {width} candidates",
+                where="[trainer] options.elias",
+                fix="raise beam_size or max_leaf (ELIAS needs eval_topk >= 100: it logs R@100)",
             )
         return merged
 

@@ -16,7 +16,8 @@ from the label matrix treats a stored entry as a positive, and is moved back to 
   count as relevant), and whose train dataset carries the hard support.
 
 Environment shims (no ELIAS code involved): ``accelerate.state:AcceleratorState.use_fp16`` (removed in
-accelerate 1.0, read by ``train.py``/``eval.py``), a stub ``turtle`` module when Tk is missing
+accelerate 1.0, read by ``train.py``/``eval.py``), datasets' ``labels`` as a CSR that takes torch index
+tensors (scipy >= 1.15 refuses them in ``XMCCollator``), a stub ``turtle`` module when Tk is missing
 (``losses.py`` imports ``turtle.forward`` and never uses it), and HF ``datasets`` dropped from
 ``sys.modules`` when something imported it before ELIAS's own ``datasets.py``.
 """
@@ -24,6 +25,7 @@ accelerate 1.0, read by ``train.py``/``eval.py``), a stub ``turtle`` module when
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import types
@@ -107,6 +109,16 @@ def inv_prop_from_original(payload: dict[str, Any]):
     return make
 
 
+class TorchIndexCSR(sp.csr_matrix):
+    """CSR that accepts a torch index tensor: ``XMCCollator`` indexes ``dataset.labels`` with a LongTensor,
+    which scipy >= 1.15 rejects (``'torch.dtype' object has no attribute 'kind'``)."""
+
+    def __getitem__(self, key):
+        if type(key).__module__.startswith("torch"):
+            key = key.numpy()
+        return super().__getitem__(key)
+
+
 def data_manager_class(base: type, payload: dict[str, Any]) -> type:
     """``XMCDataManager`` + validation on original rows/labels + hard support on the train dataset."""
     n_docs = int(payload["n_docs"])
@@ -136,6 +148,8 @@ def data_manager_class(base: type, payload: dict[str, Any]) -> type:
                 val.labels = self.lever_y_orig[val.sample].astype(np.float32)
             if self.lever_y_hard is not None:
                 self.trn_dataset.lever_hard = self.lever_y_hard[self.trn_dataset.sample]
+            for ds in {id(d): d for d in (self.trn_dataset, self.val_dataset, self.tst_dataset)}.values():
+                ds.labels = TorchIndexCSR(ds.labels)
             return out
 
     return LeverDataManager
@@ -215,8 +229,10 @@ def loss_class(base: type) -> type:
 def make_patches(payload: dict[str, Any]) -> list[Patch]:
     """Every patch for one launched ELIAS process (see the module docstring)."""
     lever = bool(payload.get("lever"))
-    out = [
-        Patch("accelerate.state:AcceleratorState.use_fp16", use_fp16_shim, create=True),
+    out = [Patch("accelerate.state:AcceleratorState.use_fp16", use_fp16_shim, create=True)]
+    if importlib.util.find_spec("accelerate") is None:
+        out = []  # no accelerate, nothing to shim (test stand-ins)
+    out += [
         Patch("datasets:get_inv_prop", inv_prop_from_original(payload)),
         Patch(
             f"datasets:DATA_MANAGERS[{DATA_MANAGER}]",
