@@ -302,7 +302,11 @@ class EliasAdapter(WrapAdapter):
             "y_orig": str(ddir / "lever" / "Y.trn.orig.npz"),
             "y_hard": str(ddir / "lever" / "Y.trn.hard.npz") if ctx.lever else None,
         }
-        env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"), "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"),  # ELIAS always calls wandb.init
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPYCACHEPREFIX": str(w / "pycache"),  # bytecode of ELIAS's modules, not in the checkout
+        }
         out_dir = f"Results/{PROJECT}/{self.dataset}/{ctx.arm}"
         return LaunchSpec(
             script="train.py",
