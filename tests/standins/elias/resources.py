@@ -38,7 +38,7 @@ def load_config_and_runtime_args(argv, **extra_args):
 def get_inv_prop(X_Y, dataset_name):
     a, b = (0.6, 2.6) if "amazon" in dataset_name.lower() else (0.55, 1.5)
     n = X_Y.shape[0]
-    freq = np.asarray((X_Y != 0).sum(axis=0)).ravel()
+    freq = np.asarray(X_Y.sum(axis=0)).ravel()  # column sums of the stored values, as pyxclib does
     c = (np.log(n) - 1) * (b + 1) ** a
     return 1.0 + c * (freq + b) ** (-a)
 
