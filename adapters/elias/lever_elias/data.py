@@ -121,9 +121,10 @@ def cluster_matrix(
     c = num_clusters(n_labels, max_leaf)
     binary = sp.csr_matrix(hard, dtype=np.float32, copy=True)
     binary.data[:] = 1.0
-    centroids = normalize(binary.T.tocsr() @ normalize(x_bow))
-    if centroids.shape[1] > dims and min(centroids.shape) > dims:
-        feats = TruncatedSVD(n_components=dims, random_state=seed).fit_transform(centroids)
+    centroids = normalize(binary.T.tocsr() @ normalize(x_bow)).astype(np.float32)
+    n_comp = min(dims, min(centroids.shape) - 1)  # never a dense L × vocabulary array
+    if centroids.shape[1] > dims and n_comp >= 2:
+        feats = TruncatedSVD(n_components=n_comp, random_state=seed).fit_transform(centroids)
     else:
         feats = centroids.toarray()
     # Labels without rows get a random direction rather than all landing in one cluster.
