@@ -49,7 +49,11 @@ class WrapContext:
 class LaunchSpec:
     """How to start the upstream: ``script`` (relative to the checkout) with ``argv``, in ``cwd``
     (default: the arm's workdir, so nothing is written into the checkout); ``payload`` reaches
-    :meth:`WrapAdapter.patches` in the launched processes (JSON: paths and numbers, not arrays)."""
+    :meth:`WrapAdapter.patches` in the launched processes (JSON: paths and numbers, not arrays).
+
+    ``then``: further upstream scripts run after this one, in order, with the same patch mechanism (an
+    evaluation script after training); each logs to ``<workdir>/<its name>.log``. The ``-- upstream args``
+    of ``lever wrap`` go to the first script only."""
 
     script: str
     argv: list[str] = field(default_factory=list)
@@ -57,6 +61,8 @@ class LaunchSpec:
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     pythonpath: list[str] = field(default_factory=list)
+    name: str = "upstream"
+    then: list[LaunchSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -197,21 +203,23 @@ class WrapAdapter:
         t0 = time.perf_counter()
         spec = self.prepare(ctx)
         t1 = time.perf_counter()
-        launch(
-            {
-                "adapter": self.name,
-                "options": getattr(self, "options", {}),
-                "upstream": str(ctx.upstream),
-                "script": spec.script,
-                "argv": [*spec.argv, *ctx.upstream_args],
-                "payload": spec.payload,
-                "pythonpath": spec.pythonpath,
-            },
-            ctx.workdir,
-            cwd=spec.cwd,
-            env=spec.env,
-            log=print if progress else None,
-        )
+        for i, step in enumerate([spec, *spec.then]):
+            launch(
+                {
+                    "adapter": self.name,
+                    "options": getattr(self, "options", {}),
+                    "upstream": str(ctx.upstream),
+                    "script": step.script,
+                    "argv": [*step.argv, *(ctx.upstream_args if i == 0 else [])],
+                    "payload": step.payload,
+                    "pythonpath": step.pythonpath,
+                },
+                ctx.workdir,
+                cwd=step.cwd,
+                env=step.env,
+                log=print if progress else None,
+                name=step.name,
+            )
         t2 = time.perf_counter()
         scores = self.collect(ctx, spec).tocsr()
         if scores.shape != (len(ctx.tst_texts), ctx.y_train.shape[1]):
