@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import DEBTAGS, WORDS, lever, write_tiny_lf
+from conftest import DEBTAGS, WORDS, lever, save_random_bert, write_tiny_lf
 
 pytest.importorskip("lever_cascadexml")
 
@@ -44,21 +44,7 @@ UPSTREAM_MODULES = (
 @pytest.fixture(scope="session")
 def bert12(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 12-layer BERT (CascadeXML reads hidden states up to 12) with the BERT-uncased vocabulary."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from lever_plugins.teacher.encoder import resolve_model
-
-    path = tmp_path_factory.mktemp("bert12") / "bert"
-    tok = AutoTokenizer.from_pretrained(resolve_model("default"))
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=12, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
-    )  # fmt: skip
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_random_bert(tmp_path_factory.mktemp("bert12") / "bert", 16, 12, 32)
 
 
 # ------------------------------------------------------------------------------------ helpers
