@@ -219,7 +219,7 @@ def test_wrap_xreg_end_to_end_on_standin(standin_env: dict[str, str], tmp_path: 
     data = write_tiny_lf(tmp_path / "tiny", n_tst=4)  # < 6 test rows: the predictor's crash, padded away
     before = {p: p.read_bytes() for p in STANDIN.rglob("*") if p.is_file()}
     args = ["--data", str(data), "--upstream", str(STANDIN), "--config", str(tmp_path / "cfg.toml")]
-    r = lever("wrap", "xreg", *args, "--out", str(tmp_path / "run"), "--", "-t", "2", env=standin_env)
+    r = lever("wrap", "xreg", *args, "--out", "run", "--", "-t", "2", env=standin_env, cwd=tmp_path)  # relative
     assert r.returncode == 0, r.stderr
     work = tmp_path / "run/lever/upstream"
     argv = json.loads((work / "model/argv.json").read_text())
@@ -331,15 +331,17 @@ def test_real_xreg_soft_targets_order_the_scores(tmp_path: Path):
         lo = hi ^ 1
         rows = np.arange(len(g_tst))
         assert (s[rows, hi[g_tst]] > s[rows, lo[g_tst]]).all(), (s[rows, hi[g_tst]], s[rows, lo[g_tst]])
-        assert (s[rows, hi[g_tst]] > 2 * s[rows, lo[g_tst]]).mean() > 0.8  # not a near tie
         assert (s.argmax(axis=1) == hi[g_tst]).all()  # and the cluster's 0.9 label is each point's top label
+        # XReg regresses the values (measured: 0.86-0.90 and 0.09-0.11), it does not only rank them.
+        np.testing.assert_allclose(s[rows, hi[g_tst]], 0.9, atol=0.1)
+        np.testing.assert_allclose(s[rows, lo[g_tst]], 0.1, atol=0.05)
 
     # The same points with binary targets (both labels 1): no order to learn, the pair nearly ties.
     yb, hi = targets(False)
     yb.data[:] = 1.0
     s = _run_real(tmp_path / "binary", x, yb, x_tst, max_leaf=4)
     pair_hi, pair_lo = s[np.arange(len(g_tst)), hi[g_tst]], s[np.arange(len(g_tst)), (hi ^ 1)[g_tst]]
-    assert np.abs(pair_hi - pair_lo).max() < 0.2 * pair_hi.min()
+    assert np.abs(pair_hi - pair_lo).max() < 0.02 and pair_hi.min() > 0.5  # measured: <= 0.001 apart, ~0.97
 
 
 @real

@@ -241,7 +241,7 @@ class XregAdapter(WrapAdapter):
             x_tst = files.dense_features(ctx.x_test, len(ctx.tst_texts), "test")
         x_tst, n_pad = files.pad_rows(x_tst)
 
-        w = ctx.workdir
+        w = ctx.workdir.resolve()  # the commands run in it: relative paths would resolve twice
         model = w / "model"
         shutil.rmtree(model, ignore_errors=True)  # no trees of an earlier, interrupted run
         model.mkdir(parents=True)  # xreg_train writes into it but does not create it
