@@ -15,7 +15,7 @@ def crash(why: str) -> None:
 def options(words: list[str]) -> dict[str, str]:
     if len(words) % 2:
         crash("odd number of option words: reads past argv")
-    return dict(zip(words[::2], words[1::2]))
+    return dict(zip(words[::2], words[1::2], strict=True))
 
 
 def read_matrix(path: str) -> np.ndarray:
