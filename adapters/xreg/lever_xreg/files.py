@@ -23,7 +23,7 @@ MIN_TEST_ROWS = 6
 def soft_targets(targets: sp.spmatrix) -> sp.csr_matrix:
     """The targets as XReg's ``-w 1`` expects them: CSR float32, values in [0, 1], no stored zeros (XReg
     treats every stored entry as a positive, a stored 0 as a positive of weight 0)."""
-    t = sp.csr_matrix(targets, dtype=np.float32)
+    t = sp.csr_matrix(targets, dtype=np.float32, copy=True)  # never edit the caller's matrix in place
     t.sum_duplicates()
     t.eliminate_zeros()
     if t.nnz and (t.data.min() < 0 or t.data.max() > 1):
@@ -101,7 +101,7 @@ def read_scores(path: Path, n_rows: int, n_labels: int, top_k: int) -> sp.csr_ma
 
 def top_k_rows(s: sp.csr_matrix, k: int) -> sp.csr_matrix:
     """Each row's ``k`` highest entries (ties: lower label first), CSR with sorted indices."""
-    s = sp.csr_matrix(s, dtype=np.float32)
+    s = sp.csr_matrix(s, dtype=np.float32, copy=True)
     s.sort_indices()
     counts = np.diff(s.indptr)
     if counts.max(initial=0) <= k:
