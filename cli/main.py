@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
+from lever_cli.data_build import build_grp
 
 from lever_plugins import __version__
 from lever_plugins.errors import LeverError
@@ -51,6 +53,7 @@ def plugins_cmd(as_json: bool) -> None:
         "teachers": plugins.teachers(),
         "soft_label_providers": plugins.soft_label_providers(),
         "adapters": plugins.adapters(),
+        "baselines": plugins.baselines(),
     }
     if as_json:
         out = {
@@ -95,6 +98,9 @@ def data_convert(src: str, dst: str) -> None:
 
     convert(src, dst)
     click.echo(f"wrote {dst}")
+
+
+data_grp.add_command(build_grp)
 
 
 # ------------------------------------------------------------------ eval
@@ -168,7 +174,8 @@ def common(f):
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
 @click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
-def ab_cmd(data, out, config, seed, adapter, reference, upstream) -> None:
+@click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
+def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
     from lever_plugins.pipeline import run_ab
 
@@ -180,6 +187,7 @@ def ab_cmd(data, out, config, seed, adapter, reference, upstream) -> None:
             "trainer.adapter": adapter,
             "eval.reference": reference,
             "trainer.upstream": upstream,
+            "eval.baselines": list(baselines) or None,
         },
     )
     run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
@@ -227,9 +235,23 @@ def train_cmd(data, out, config, seed, no_lever) -> None:
         click.echo(f"{key:<12} {100 * v:7.2f}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """LEVER's own warnings as one ``warning: ...`` line; everyone else's as Python prints them."""
+    from lever_plugins.errors import LeverWarning
+
+    if issubclass(category, LeverWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> None:
     from lever_cli import wrap  # noqa: F401  (registers `wrap` and `doctor`)
 
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="lever", standalone_mode=False)
     except LeverError as exc:
@@ -238,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, like every other user error
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"error: {where}{exc.format_message()}{hint}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)

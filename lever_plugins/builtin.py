@@ -42,6 +42,13 @@ def lever_register_adapters(register):
     register("builtin", _lazy("lever_plugins.trainer.adapter:BuiltinAdapter"))
 
 
+@hookimpl
+def lever_register_baselines(register):
+    register("rerank", _lazy("lever_plugins.baselines:ReRank"))
+    register("ensemble", _lazy("lever_plugins.baselines:Ensemble"))
+    register("label_rows", _lazy("lever_plugins.baselines:LabelRows"))
+
+
 @hookimpl(trylast=True)
 def lever_blend_targets(y, soft, config):
     from lever_plugins.soft_labels.blend import blend

@@ -6,8 +6,11 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,8 @@ class EncoderConfig:
     max_len: int = 64
     batch_size: int = 128
     device: str = "auto"
+    tfidf: bool = False  # also TF-IDF of the texts, for the built-in trainer's sparse head (hybrid input)
+    tfidf_min_df: int = 1  # 1 keeps words seen once: near-duplicate documents share exactly those
 
 
 @dataclass
@@ -93,6 +98,8 @@ class TrainerConfig:
     options: dict = field(default_factory=dict)  # keyword arguments for the adapter's factory
     top_k: int = 100  # predictions kept per test document
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
+    knn_alpha: float = 0.0  # >0: fuse (1-a)*sigmoid(logit) + a*kNN vote of the knn_k nearest training rows
+    knn_k: int = 10
     device: str = "auto"
     upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
     upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point
@@ -106,6 +113,8 @@ class EvalConfig:
     bootstrap: int = 1000
     confidence: float = 0.95
     reference: str = ""  # "plt": add napkinXC PLT on TF-IDF (adapter lever-napkinxc) as a reference row
+    baselines: list[str] = field(default_factory=list)  # tail baselines as extra rows: rerank, ensemble, label_rows
+    ensemble_select: str = "P@5+PSP@5"  # what the ensemble's alpha maximises on its train hold-out
 
 
 @dataclass
@@ -146,6 +155,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"expected a number, got {type(value).__name__} {value!r}", where=where)
+        if not math.isfinite(value):
+            raise ConfigError(f"expected a finite number, got {value!r}", where=where)
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -162,22 +173,33 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     raise AssertionError(f"unsupported config type {tp}")
 
 
-def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+def _keyed(exc: ConfigError, keys: tuple[str, ...]) -> ConfigError:
+    """Remember which key an error is about, so ``load`` can name its line in the TOML file."""
+    if not getattr(exc, "keys", None):
+        exc.keys = keys  # type: ignore[attr-defined]
+    return exc
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str, keys: tuple[str, ...] = ()) -> None:
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
+        at = (*keys, key)
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             fix = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
-            raise ConfigError(f"unknown key {key!r}", where=where, fix=fix)
+            raise _keyed(ConfigError(f"unknown key {key!r}", where=where, fix=fix), at)
         tp = hints[key]
         sub = getattr(obj, key)
         if dataclasses.is_dataclass(sub):
             if not isinstance(value, dict):
-                raise ConfigError(f"[{key}] must be a table, got {value!r}", where=where)
-            _apply(sub, value, f"{where} [{key}]")
+                raise _keyed(ConfigError(f"[{key}] must be a table, got {value!r}", where=where), at)
+            _apply(sub, value, f"{where} [{key}]", at)
         else:
-            setattr(obj, key, _check_type(value, tp, f"{where} {key}"))
+            try:
+                setattr(obj, key, _check_type(value, tp, f"{where} {key}"))
+            except ConfigError as exc:
+                raise _keyed(exc, at) from None
 
 
 _CHOICES = {
@@ -191,24 +213,68 @@ _CHOICES = {
 }
 
 
+# (section, key) -> (requirement, test); section "" is the top level.
+_RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
+    ("", "seed"): ("in [0, 2**63)", lambda v: 0 <= v < 2**63),
+    ("data", "max_train"): (">= 0", lambda v: v >= 0),
+    ("data", "max_test"): (">= 0", lambda v: v >= 0),
+    ("data", "holdout"): ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
+    ("encoder", "max_len"): (">= 1", lambda v: v >= 1),
+    ("encoder", "batch_size"): (">= 1", lambda v: v >= 1),
+    ("teacher", "max_len"): (">= 1", lambda v: v >= 1),
+    ("teacher", "epochs"): (">= 0", lambda v: v >= 0),
+    ("teacher", "batch_size"): (">= 2", lambda v: v >= 2),
+    ("teacher", "lr"): ("> 0", lambda v: v > 0),
+    ("teacher", "weight_decay"): (">= 0", lambda v: v >= 0),
+    ("teacher", "warmup_steps"): (">= 0", lambda v: v >= 0),
+    ("teacher", "margin"): (">= 0", lambda v: v >= 0),
+    ("teacher", "num_negatives"): (">= 1", lambda v: v >= 1),
+    ("teacher", "cluster_start"): (">= 0", lambda v: v >= 0),
+    ("teacher", "cluster_update"): (">= 1", lambda v: v >= 1),
+    ("teacher", "cluster_size"): (">= 1", lambda v: v >= 1),
+    ("teacher", "seed"): (">= 0", lambda v: v >= 0),
+    ("soft_labels", "k"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "chunk_size"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "tau_l"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "tau_d"): (">= 0", lambda v: v >= 0),
+    ("soft_labels", "threshold"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    ("soft_labels", "blend_lambda"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    ("trainer", "epochs"): (">= 0", lambda v: v >= 0),
+    ("trainer", "batch_size"): (">= 1", lambda v: v >= 1),
+    ("trainer", "lr"): ("> 0", lambda v: v > 0),
+    ("trainer", "weight_decay"): (">= 0", lambda v: v >= 0),
+    ("trainer", "shortlist_size"): (">= 1", lambda v: v >= 1),
+    ("trainer", "hidden"): (">= 0", lambda v: v >= 0),
+    ("trainer", "top_k"): (">= 1", lambda v: v >= 1),
+    ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),
+    ("eval", "k"): ("a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1),
+    ("eval", "bootstrap"): (">= 1", lambda v: v >= 1),
+    ("eval", "confidence"): ("in (0, 1)", lambda v: 0.0 < v < 1.0),
+}
+
+
 def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
     for (section, key), choices in _CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in choices:
-            raise ConfigError(f"{section}.{key} = {value!r} is not one of {', '.join(choices)}", where=where)
-    sl = cfg.soft_labels
-    if not 0.0 <= sl.blend_lambda <= 1.0:
-        raise ConfigError(f"soft_labels.blend_lambda = {sl.blend_lambda} must be in [0, 1]", where=where)
-    if sl.tau_l < 1 or sl.tau_d < 0:
-        raise ConfigError("soft_labels.tau_l must be >= 1 and tau_d >= 0", where=where)
+            raise _keyed(
+                ConfigError(f"{section}.{key} = {value!r} is not one of {', '.join(choices)}", where=where),
+                (section, key),
+            )
+    for (section, key), (need, ok) in _RANGES.items():
+        value = getattr(getattr(cfg, section) if section else cfg, key)
+        if not ok(value):
+            name = f"{section}.{key}" if section else key
+            raise _keyed(ConfigError(f"{name} = {value!r} must be {need}", where=where), (section, key))
     if cfg.trainer.finetune and cfg.trainer.adapter == "builtin":
-        raise ConfigError(
-            "trainer.finetune = true is not implemented by the builtin trainer yet",
-            where=where,
-            fix="use frozen features (finetune = false), or train the teacher ([teacher] train = true)",
+        raise _keyed(
+            ConfigError(
+                "trainer.finetune = true is not implemented by the builtin trainer yet",
+                where=where,
+                fix="use frozen features (finetune = false), or train the teacher ([teacher] train = true)",
+            ),
+            ("trainer", "finetune"),
         )
-    if not 0.0 <= cfg.data.holdout < 1.0:
-        raise ConfigError(f"data.holdout = {cfg.data.holdout} must be in [0, 1)", where=where)
     return cfg
 
 
@@ -219,23 +285,80 @@ def from_dict(values: dict[str, Any], where: str = "config") -> RunConfig:
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML config (or defaults when ``path`` is None) and apply ``overrides`` (nested dict)."""
+    """Read a TOML config (or defaults when ``path`` is None) and apply ``overrides`` (nested dict).
+
+    An error about a key of the file names the file and the key's line: ``cfg.toml:7 [teacher] epochs: ...``.
+    """
     values: dict[str, Any] = {}
     where = "config"
+    text = ""
     if path is not None:
         p = Path(path)
         where = str(p)
         if not p.is_file():
             raise ConfigError("config file not found", where=where, fix="check the --config path")
         try:
-            values = tomllib.loads(p.read_text(encoding="utf-8"))
+            text = p.read_text(encoding="utf-8")
+            values = tomllib.loads(text)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text ({exc.reason})", where=where) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", where=where) from exc
     cfg = RunConfig()
-    _apply(cfg, values, where)
+    try:
+        _apply(cfg, values, where)
+    except ConfigError as exc:
+        raise _with_line(exc, text, where) from None
     if overrides:
         _apply(cfg, overrides, "command line")
-    return validate(cfg, where)
+    try:
+        return validate(cfg, where)
+    except ConfigError as exc:
+        if _given(overrides, getattr(exc, "keys", None)):  # the bad value came from the command line
+            raise ConfigError(exc.what, where="command line", fix=exc.fix) from None
+        raise _with_line(exc, text, where) from None
+
+
+def _given(values: dict[str, Any] | None, keys: tuple[str, ...] | None) -> bool:
+    for k in (k for k in (keys or ()) if k):
+        if not isinstance(values, dict) or k not in values:
+            return False
+        values = values[k]
+    return bool(keys)
+
+
+def _with_line(exc: ConfigError, text: str, where: str) -> ConfigError:
+    """``exc`` with ``file:line`` in place of ``file`` when the key it is about is written in the file."""
+    keys = getattr(exc, "keys", None)
+    line = _toml_line(text, keys) if text and keys and exc.where and exc.where.startswith(where) else None
+    if line is None:
+        return exc
+    out = ConfigError(exc.what, where=f"{where}:{line}{exc.where[len(where):]}", fix=exc.fix)
+    out.keys = keys  # type: ignore[attr-defined]
+    return out
+
+
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _toml_line(text: str, keys: tuple[str, ...]) -> int | None:
+    """1-based line where ``keys`` (table path + key; a single name may be a table) is written, if found."""
+    *table, key = (k for k in keys if k)
+    table_t = tuple(table)
+    key_re = re.compile(rf"^\s*(\"?){re.escape(key)}\1\s*=")
+    current: tuple[str, ...] = ()
+    for i, line in enumerate(text.splitlines(), start=1):
+        m = _TABLE.match(line)
+        if m:
+            current = tuple(part.strip().strip('"') for part in m.group(1).split("."))
+            if current == (*table_t, key):
+                return i  # the key is a table: its header
+            continue
+        if current == table_t and key_re.match(line):
+            return i
+        if not current and table and re.match(rf"^\s*{re.escape('.'.join((*table, key)))}\s*=", line):
+            return i  # a dotted key at the top level: soft_labels.tau_l = 4
+    return None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

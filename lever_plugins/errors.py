@@ -38,3 +38,7 @@ class PluginError(LeverError):
 
 class UpstreamError(LeverError):
     """Upstream checkout missing, drifted, or failing its contract."""
+
+
+class LeverWarning(UserWarning):
+    """Input that works but deserves a look (one line, printed as ``warning: ...`` by the CLI)."""

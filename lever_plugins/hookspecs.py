@@ -44,6 +44,17 @@ def lever_register_adapters(register):
     """
 
 
+@hookspec
+def lever_register_baselines(register):
+    """Fires once when the plugin manager builds its registries.
+
+    Call ``register(name, factory)``; ``factory()`` returns a baseline with ``title`` (its row in the
+    ``lever ab`` table) and ``run(ctx) -> CSR`` test scores (n_test × L), where ``ctx`` is a
+    ``lever_plugins.baselines.BaselineContext`` (the run, data, config, features and the A/B arms' cached
+    inputs and scores). ``lever ab`` runs those named in ``[eval] baselines``. Return value ignored.
+    """
+
+
 @hookspec(firstresult=True)
 def lever_blend_targets(y, soft, config):
     """Fires after soft labels are built, before the trainer sees its targets.

@@ -26,6 +26,7 @@ from lever_plugins import plugins
 from lever_plugins.config import RunConfig
 from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
+from lever_plugins.faults import crash_point
 from lever_plugins.runs import Run, atomic_path, atomic_write, write_json
 
 LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
@@ -43,12 +44,39 @@ def cache_dir() -> Path:
 
 
 def load_data(cfg: RunConfig) -> Dataset:
+    """The configured data set, validated, after checking the plugins and models the run will need:
+    every error a user can cause comes out here, before a run folder exists or anything is computed."""
     from lever_plugins.data import load_dataset
 
+    check_plugins(cfg)
     if not cfg.data.path:
         raise ConfigError("no data set given", where="data.path", fix="pass --data DIR or set [data] path")
     ds = load_dataset(cfg.data.path, text=cfg.data.text, name=cfg.data.name or None)
+    preflight_models(cfg)
     return prepare_split(ds, cfg)
+
+
+def check_plugins(cfg: RunConfig) -> None:
+    """Named plugins exist and take the configured options (cheap: no torch, no data)."""
+    plugins.lookup(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
+    plugins.lookup(plugins.soft_label_providers(), cfg.soft_labels.provider, "soft-label provider",
+                   "soft_labels.provider")  # fmt: skip
+    adapter_factory(cfg)
+
+
+def preflight_models(cfg: RunConfig) -> None:
+    """The encoder (and the built-in teacher's model) resolve to local folders."""
+    from lever_plugins.errors import LeverError
+    from lever_plugins.teacher.encoder import resolve_model
+
+    names = [("encoder", cfg.encoder.model)]
+    if cfg.teacher.name == "siamese":
+        names.append(("teacher", cfg.teacher.model))
+    for section, name in names:
+        try:
+            resolve_model(name)
+        except LeverError as exc:
+            raise LeverError(f"{exc.what}: {name}", where=f"{section}.model", fix=exc.fix) from None
 
 
 def _take_rows(y: sp.csr_matrix, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, list[str]]:
@@ -154,17 +182,35 @@ def features(ds: Dataset, cfg: RunConfig, progress: bool = True, needed: bool = 
         out[key] = embed_cached(
             texts, e.model, e.max_len, cache_dir() / "embeddings", batch_size=e.batch_size, device=e.device
         )
+    if e.tfidf:  # fitted on the training documents only, so both arms see the same vocabulary
+        from lever_plugins.tfidf import tfidf_features
+
+        (out["trn_sparse"], out["tst_sparse"], out["lbl_sparse"]), _ = tfidf_features(
+            ds.trn_texts, ds.tst_texts, ds.lbl_texts, min_df=e.tfidf_min_df
+        )
     return out
+
+
+def arm_sparse(feats: dict[str, Any], rows: int) -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
+    """(train rows, test rows) sparse features of an arm (label rows after the documents), if any."""
+    if "trn_sparse" not in feats:
+        return None
+    trn = feats["trn_sparse"]
+    if rows > trn.shape[0]:
+        trn = sp.vstack([trn, feats["lbl_sparse"][: rows - trn.shape[0]]], format="csr")
+    return trn, feats["tst_sparse"]
 
 
 def _save_npz_arrays(path: Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.savez(tmp, **arrays)
+        crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def _save_csr(path: Path, m: sp.csr_matrix) -> None:
     with atomic_path(path) as tmp:
         sp.save_npz(tmp, m.tocsr())
+        crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def cached_stage(
@@ -179,6 +225,7 @@ def cached_stage(
             return run.manifest()["stages"][name].get("stats", {})
         t0 = time.perf_counter()
         stats = compute() or {}
+        crash_point("stage", name, "computed")
         run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
         return stats
 
@@ -239,6 +286,11 @@ def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: s
 
 def make_adapter(cfg: RunConfig) -> Any:
     """The configured adapter, built with ``[trainer] options`` as keyword arguments."""
+    return adapter_factory(cfg)(**cfg.trainer.options)
+
+
+def adapter_factory(cfg: RunConfig) -> Any:
+    """The configured adapter's factory, checked to take ``[trainer] options`` as keyword arguments."""
     factory = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory
     opts = cfg.trainer.options
     try:
@@ -251,7 +303,7 @@ def make_adapter(cfg: RunConfig) -> Any:
         ) from None
     except ValueError:  # no signature to check (a C callable): let the call decide
         pass
-    return factory(**opts)
+    return factory
 
 
 @dataclass
@@ -285,6 +337,7 @@ def train_stage(
     log: Any = None,
     texts: tuple[list[str], list[str]] | None = None,
     context: ArmContext | None = None,
+    x_sparse: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
 ) -> tuple[sp.csr_matrix, dict]:
     """Train one arm through the configured adapter. Adapters whose ``train_predict`` takes ``texts``
     also get the (train rows, test rows) texts, for trainers that build their own features, and
@@ -298,6 +351,14 @@ def train_stage(
         extra: dict[str, Any] = {"texts": texts} if "texts" in params else {}
         if "context" in params:
             extra["context"] = context
+        if x_sparse is not None:
+            if "x_sparse" not in params:
+                raise ConfigError(
+                    f"adapter {cfg.trainer.adapter!r} takes no sparse features",
+                    where="[encoder] tfidf",
+                    fix="set tfidf = false for this adapter",
+                )
+            extra["x_sparse"] = x_sparse
         scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
         _save_csr(run.root / art, scores)
         return stats
@@ -371,6 +432,7 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
         s, _ = train_stage(
             run, arm, x, y, feats["tst"], cfg, ukey, log,
             texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
+            x_sparse=arm_sparse(feats, y.shape[0]),
         )  # fmt: skip
         m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
         write_json(run.root / arm / "metrics.json", m)
@@ -408,6 +470,9 @@ def reference_table(metrics: dict[str, dict[str, float]], keys: tuple[str, ...])
 def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
     from lever_plugins.compare import format_table, paired_bootstrap
+    from lever_plugins.compare.arms import arm_settings
+    from lever_plugins.compare.arms import report as arms_report
+    from lever_plugins.compare.arms import summary as arms_summary
     from lever_plugins.metrics import decile_contributions, evaluate, plot_deciles
 
     walls: dict[str, float] = {}
@@ -415,6 +480,10 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     ds = load_data(cfg)  # bad input fails here, before the run directory exists
     adapter = preflight(cfg)  # and so does a missing or drifted upstream
     sig = data_signature(ds)
+    reg = plugins.baselines() if cfg.eval.baselines else {}
+    chosen_baselines = {  # unknown names fail here too
+        b: plugins.lookup(reg, b, "baseline", "eval.baselines").factory() for b in cfg.eval.baselines
+    }
     walls["data"] = time.perf_counter() - t0
     with Run(out) as run:
         log(
@@ -429,10 +498,17 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         scores: dict[str, sp.csr_matrix] = {}
         metrics: dict[str, dict[str, float]] = {}
         ek = eval_kwargs(ds, cfg)
+        settings: dict[str, dict[str, Any]] = {}
         for arm, (x, y, ukey) in arms.items():
+            texts = arm_texts(ds, y.shape[0])
             s, stats = train_stage(
                 run, arm, x, y, feats["tst"], cfg, ukey, log,
-                texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
+                texts=texts, context=arm_context(run, ds, arm, y.shape[0]),
+                x_sparse=arm_sparse(feats, y.shape[0]),
+            )  # fmt: skip
+            settings[arm] = arm_settings(
+                adapter=cfg.trainer.adapter, trainer=cfg.trainer, encoder=cfg.encoder, seed=cfg.seed,
+                data_signature=sig, truth=ek["train_truth"], x_train=x, targets=y, x_test=feats["tst"], texts=texts,
             )  # fmt: skip
             scores[arm] = s
             metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
@@ -453,28 +529,44 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             B=ek["B"],
         )
         table = format_table(boot, names=("base", "+LEVER"))
+        rows = {"base": metrics["base"], "+LEVER": metrics["lever"]}
+        check = arms_report(settings["base"], settings["lever"], {"teacher": cfgmod.to_dict(cfg.teacher),
+                                                                  "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
+        log(arms_summary(check))
         if cfg.eval.reference == "plt":
             ref = reference_stage(run, ds, cfg, sig, log)
             metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
             write_json(run.root / "reference" / "metrics.json", metrics["plt"])
-            keys = tuple(k for k in boot)
-            table += "\n\nReference, same split (napkinXC PLT on TF-IDF, binary targets):\n\n" + reference_table(
-                {"base": metrics["base"], "+LEVER": metrics["lever"], "napkinXC PLT": metrics["plt"]}, keys
-            )
+            rows["napkinXC PLT"] = metrics["plt"]
+        extra = {}  # tail baselines: display name -> arm name in scores/metrics
+        for name, bl in chosen_baselines.items():
+            from lever_plugins.baselines import BaselineContext
+
+            ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log)
+            scores[name] = bl.run(ctx)
+            metrics[name] = evaluate(scores[name], ds.y_tst, name=ds.name, **ek)
+            write_json(run.root / "baselines" / name / "metrics.json", metrics[name])
+            emit(run, "metrics", arm=name, metrics=metrics[name])
+            rows[bl.title] = metrics[name]
+            extra[bl.title] = name
+        if len(rows) > 2:
+            what = ["napkinXC PLT on TF-IDF, binary targets"] if "plt" in metrics else []
+            what += ["tail baselines on the same features"] if extra else []
+            table += f"\n\nReference, same split ({'; '.join(what)}):\n\n" + reference_table(rows, tuple(boot))
         header = (
             f"# base vs +LEVER on {ds.name}\n\n{len(ds.tst_texts)} test documents, {ds.num_labels} labels; "
             f"paired bootstrap ({cfg.eval.bootstrap} resamples of test documents), "
             f"{cfg.eval.confidence:.0%} intervals; values in %.\n\n"
         )
         with atomic_write(run.root / "compare.md", "w", encoding="utf-8") as fh:
-            fh.write(header + table + "\n")
+            fh.write(header + table + "\n\n" + arms_summary(check) + "\n")
         # Equal positive-mass bins show the tail (as the paper's figure); equal label-count bins are kept too.
         for mode, suffix in (("mass", ""), ("labels", "_labels")):
             deciles = {
                 name: decile_contributions(
                     scores[arm], ds.y_tst, ek["train_truth"], k=5, mode=mode, filter_pairs=ek["filter_pairs"]
                 )
-                for name, arm in (("base", "base"), ("+LEVER", "lever"))
+                for name, arm in (("base", "base"), ("+LEVER", "lever"), *extra.items())
             }
             write_json(run.root / f"deciles{suffix}.json", deciles)
             plot_deciles(deciles, run.root / f"deciles{suffix}.png", title=f"P@5 by train-frequency bin: {ds.name}")
@@ -487,6 +579,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             versions=versions(),
             plugins=plugins.plugin_versions(),
             wall_seconds={**walls, **stage_secs},
+            ab_check=check,
             data={
                 "name": ds.name,
                 "signature": sig,

@@ -145,6 +145,10 @@ def adapters(pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
     return _registry("lever_register_adapters", "adapter", pm)
 
 
+def baselines(pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
+    return _registry("lever_register_baselines", "baseline", pm)
+
+
 def lookup(registry: dict[str, Registered], name: str, kind: str, option: str) -> Registered:
     if name not in registry:
         import difflib

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -74,38 +75,81 @@ class RunLockedError(LeverError):
     pass
 
 
+LOCK_NAME = ".lock"
+
+
+def _is_temp(name: str) -> bool:
+    """Names made by atomic_write / atomic_path / the teacher's model-dir swap: ``.<name>.<random>.tmp[.ext]``."""
+    return name.startswith(".") and (".tmp" in name or ".old-" in name)
+
+
 class Run:
-    """A run directory with ``manifest.json``: per-stage config hash, artefact checksums, wall time."""
+    """A run directory with ``manifest.json``: per-stage config hash, artefact checksums, wall time.
+
+    ``with Run(dir) as run:`` holds an exclusive lock on ``dir/.lock`` (``fcntl.flock``: the kernel drops it
+    when the process dies, even by SIGKILL, so a crashed run never blocks the next one). While locked,
+    temp files that a killed run left behind are removed.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise LeverError("the output path exists and is not a folder", where=str(self.root),
+                             fix="choose a folder for --out")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LeverError("cannot create the output folder: a parent is a file", where=str(self.root),
+                             fix="choose another --out") from None
         self.manifest_path = self.root / "manifest.json"
         self._lock_fd: int | None = None
 
     # -- locking: two lever processes must not write one run directory at once
     def lock(self) -> None:
-        lock = self.root / ".lock"
-        try:
-            self._lock_fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pid = lock.read_text().strip() if lock.exists() else "?"
-            alive = pid.isdigit() and _pid_alive(int(pid))
-            if alive:
+        import fcntl
+
+        path = self.root / LOCK_NAME
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
                 raise RunLockedError(
-                    f"another lever process (pid {pid}) is using this output directory",
+                    f"another lever process (pid {holder}) is using this output directory",
                     where=str(self.root),
                     fix="wait for it to finish or choose another --out",
                 ) from None
-            lock.unlink(missing_ok=True)  # stale lock from a killed run
-            self._lock_fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(self._lock_fd, str(os.getpid()).encode())
+            # The holder we waited on may have unlinked the file before releasing it: lock the live file.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        self._remove_stale_temps()
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
+            (self.root / LOCK_NAME).unlink(missing_ok=True)  # unlinked while still held (see lock)
             os.close(self._lock_fd)
             self._lock_fd = None
-            (self.root / ".lock").unlink(missing_ok=True)
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files and folders of a killed run (only ours, in the run folder and one level down)."""
+        folders = [self.root] + [d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        for folder in folders:
+            for p in folder.iterdir():
+                if _is_temp(p.name) and p.name != LOCK_NAME:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
 
     def __enter__(self) -> Run:
         self.lock()
@@ -152,12 +196,3 @@ class Run:
         }
         write_json(self.manifest_path, m)
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

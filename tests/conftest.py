@@ -78,24 +78,28 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random BERT with the MiniLM tokenizer: fast, and a second architecture to compare."""
+def save_random_bert(path: Path, hidden_size: int = 32, num_hidden_layers: int = 2, intermediate_size: int = 64):
+    """A random BERT with the MiniLM (BERT-uncased) tokenizer, saved at ``path``: fast, offline."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from lever_plugins.teacher.encoder import resolve_model
 
-    path = tmp_path_factory.mktemp("tiny") / "bert"
     tok = AutoTokenizer.from_pretrained(resolve_model("default"))
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=tok.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2, intermediate_size=intermediate_size, max_position_embeddings=64,
     )  # fmt: skip
     BertModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random BERT with the MiniLM tokenizer: fast, and a second architecture to compare."""
+    return save_random_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture

@@ -171,3 +171,22 @@ def test_cache_ignores_orphan_and_broken_shards(tmp_path, tiny_model):
     np.save(folder / "0000-bad.hash.npy", encmod.text_hashes(TEXTS[:4]))
     out = embed_cached(TEXTS[:4], str(tiny_model), 16, cache, device="cpu", progress=False)
     np.testing.assert_array_equal(out, ref)
+
+
+def test_cache_drops_a_shard_whose_bytes_changed(tmp_path, tiny_model, monkeypatch):
+    """A flipped byte in a cached .emb.npy still loads as numbers; its checksum catches it, and those texts
+    are encoded again instead of silently feeding a wrong feature to both arms."""
+    cache = tmp_path / "cache"
+    ref = embed_cached(TEXTS[:6], str(tiny_model), 16, cache, device="cpu", progress=False)
+    (emb,) = cache.rglob("*.emb.npy")
+    raw = bytearray(emb.read_bytes())
+    raw[-5] ^= 0x01  # inside the last row's data
+    emb.write_bytes(bytes(raw))
+    assert not np.array_equal(np.load(emb), ref)  # loads fine, wrong values
+    count = _Counting(monkeypatch)
+    out = embed_cached(TEXTS[:6], str(tiny_model), 16, cache, device="cpu", progress=False)
+    assert sorted(count.encoded) == sorted(TEXTS[:6])
+    np.testing.assert_array_equal(out, ref)
+    count.calls.clear()
+    embed_cached(TEXTS[:6], str(tiny_model), 16, cache, device="cpu", progress=False)
+    assert count.calls == []  # the re-encoded shard is used from then on

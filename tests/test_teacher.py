@@ -276,6 +276,25 @@ def test_resume_after_crash_mid_epoch(reference_run, tiny_model, problem, tmp_pa
     assert same_weights(w, weights(resumed))
 
 
+def test_corrupted_checkpoint_is_not_resumed(reference_run, tiny_model, problem, tmp_path):
+    """A flipped byte inside a checkpoint's tensor data still loads with torch.load; the digest saved with
+    the checkpoint catches it, so training starts over (and still ends with the reference weights)."""
+    _, _, w, _ = reference_run
+    SiameseTeacher(tiny_config(tiny_model), seed=5, progress=False).fit(*problem, tmp_path, stop_after_epochs=1)
+    path = tmp_path / CHECKPOINT
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"data/0")  # the first tensor's storage record in torch's zip archive
+    at = raw.index(b"\x00" * 2, at)  # past its name, into the stored bytes
+    raw[at + 64] ^= 0x10
+    path.write_bytes(bytes(raw))
+    loaded = torch.load(path, weights_only=True)  # torch does not notice
+    assert loaded["epoch"] == 1
+    resumed = SiameseTeacher(tiny_config(tiny_model), seed=5, progress=False)
+    stats = resumed.fit(*problem, tmp_path)
+    assert stats["resumed_from"] is None and stats["epochs_run"] == 2
+    assert same_weights(w, weights(resumed))
+
+
 def test_more_epochs_extend_a_finished_run(tiny_model, problem, tmp_path):
     one = SiameseTeacher(tiny_config(tiny_model, epochs=1), seed=5, progress=False)
     h1 = one.fit(*problem, tmp_path)["history"]

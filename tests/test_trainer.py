@@ -316,3 +316,84 @@ def test_weight_decay_shrinks_the_weights(problem, mode):
         model, _ = ova.train(xtr, ytr, cfg(negatives=mode, epochs=2, weight_decay=wd), seed=0, progress=False)
         norms[wd] = np.linalg.norm(model.weight)
     assert norms[5.0] < 0.8 * norms[0.0], norms
+
+
+# ---------------------------------------------------------------- sparse head and kNN fusion
+
+
+def make_lexical_problem(n: int = 1200, L: int = 20, V: int = 300, seed: int = 0):
+    """Labels are decided by sparse 'words' only; the dense features carry no information (one vector)."""
+    rng = np.random.default_rng(seed)
+    word_of = rng.choice(V, L, replace=False)  # one signature word per label
+    lab = rng.integers(0, L, n)
+    y = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), lab)), shape=(n, L))
+    noise_words = rng.integers(0, V, (n, 1))
+    rows = np.repeat(np.arange(n), 2)
+    cols = np.column_stack([word_of[lab], noise_words]).ravel()
+    xs = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, V))
+    xs.sum_duplicates()
+    xs = sp.csr_matrix(xs.multiply(1.0 / np.sqrt(xs.multiply(xs).sum(axis=1))))
+    x = np.tile(np.eye(1, 16, dtype=np.float32), (n, 1))
+    return x, xs.astype(np.float32), y
+
+
+def test_sparse_head_learns_what_dense_features_cannot():
+    x, xs, y = make_lexical_problem()
+    tr, te = slice(0, 1000), slice(1000, None)
+    c = cfg(negatives="full", epochs=8, lr=3e-2)
+    dense_only, _ = ova.train_predict(x[tr], y[tr], x[te], c, seed=1, progress=False)
+    hybrid, stats = ova.train_predict(x[tr], y[tr], x[te], c, seed=1, progress=False, x_sparse=(xs[tr], xs[te]))
+    assert stats["sparse_dim"] == xs.shape[1]
+    assert p_at_1(dense_only, y[te]) < 0.2 < 0.8 < p_at_1(hybrid, y[te])
+
+
+def test_sparse_head_scores_match_topk_and_survive_save(tmp_path):
+    x, xs, y = make_lexical_problem(n=300, L=12, V=80)
+    model, _ = ova.train(x, y, cfg(negatives="full", epochs=2), seed=0, progress=False, x_sparse=xs)
+    dense = model.scores(x[:50], xs[:50])
+    np.testing.assert_allclose(
+        dense, x[:50] @ model.weight.T + model.bias + xs[:50].toarray() @ model.sparse_weight, rtol=1e-5, atol=1e-6
+    )
+    top = model.topk(x[:50], 3, x_sparse=xs[:50])
+    expect = np.sort(dense, axis=1)[:, ::-1][:, :3]
+    got = np.sort(top.data.reshape(50, 3), axis=1)[:, ::-1]
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "m.npz")
+    again = ova.OvAModel.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(again.sparse_weight, model.sparse_weight)
+    with pytest.raises(DataError, match="sparse head"):
+        model.topk(x[:5], 3)
+
+
+def test_sparse_head_refuses_shortlist():
+    x, xs, y = make_lexical_problem(n=100, L=8, V=40)
+    with pytest.raises(LeverError, match="negatives = 'full'"):
+        ova.train(x, y, cfg(negatives="shortlist"), seed=0, progress=False, x_sparse=xs)
+
+
+def test_knn_prior_equals_brute_force():
+    rng = np.random.default_rng(4)
+    xtr = rng.standard_normal((60, 8)).astype(np.float32)
+    xtr /= np.linalg.norm(xtr, axis=1, keepdims=True)
+    xte = rng.standard_normal((15, 8)).astype(np.float32)
+    xte /= np.linalg.norm(xte, axis=1, keepdims=True)
+    t = sp.random(60, 10, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    got = ova.knn_prior(xtr, t, xte, k=5).toarray()
+    sims = xte @ xtr.T
+    expect = np.zeros((15, 10), np.float32)
+    for i in range(15):
+        nb = np.argsort(-sims[i], kind="stable")[:5]
+        w = np.maximum(sims[i, nb], 0)
+        expect[i] = (w[:, None] * t[nb].toarray()).sum(0) / max(w.sum(), 1e-12)
+    np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
+
+
+def test_knn_fusion_ranks_by_fused_score():
+    x, y = make_problem(n=600, d=16, L=30, seed=2)
+    c = cfg(negatives="full", epochs=2, top_k=4, knn_alpha=0.4, knn_k=7)
+    model, _ = ova.train(x[:500], y[:500], c, seed=0, progress=False)
+    fused, _ = ova.train_predict(x[:500], y[:500], x[500:], c, seed=0, progress=False)
+    prior = ova.knn_prior(x[:500], y[:500], x[500:], 7).toarray()
+    full = 0.6 / (1 + np.exp(-model.scores(x[500:]))) + 0.4 * prior
+    got = np.sort(fused.data.reshape(-1, 4), axis=1)[:, ::-1]
+    np.testing.assert_allclose(got, np.sort(full, axis=1)[:, ::-1][:, :4], rtol=1e-5, atol=1e-6)

@@ -350,3 +350,25 @@ def test_ab_through_wrapping_adapter(toy, tiny_lf: Path, tmp_path: Path):
     assert (tmp_path / "ab/base/upstream/out.json").is_file() and (tmp_path / "ab/lever/upstream/out.json").is_file()
     man = json.loads((tmp_path / "ab/manifest.json").read_text())
     assert man["stages"]["train_lever"]["stats"]["upstream_commit"].startswith("c0ffee")
+
+
+def test_registry_item_and_created_attribute_patches_are_reversible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "reg.py").write_text("TABLE = {'a': 1}\nclass State:\n    pass\nNOT_A_DICT = [1]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import reg
+
+    table = reg.TABLE
+    with patched(
+        [
+            Patch("reg:TABLE[b]", lambda old: ("new", old)),
+            Patch("reg:TABLE[a]", lambda old: old + 10),
+            Patch("reg:State.use_fp16", lambda old: property(lambda self: old), create=True),
+        ]
+    ):
+        assert reg.TABLE is table and table == {"a": 11, "b": ("new", None)}  # in place: bound names see it
+        assert reg.State().use_fp16 is None
+    assert reg.TABLE is table and table == {"a": 1} and not hasattr(reg.State, "use_fp16")
+    with pytest.raises(UpstreamError, match="State.use_fp16"), patched([Patch("reg:State.use_fp16", id)]):
+        pass
+    with pytest.raises(UpstreamError, match="not a dict"), patched([Patch("reg:NOT_A_DICT[x]", id)]):
+        pass

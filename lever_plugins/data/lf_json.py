@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ import scipy.sparse as sp
 
 from lever_plugins.data._checks import index_dtype, require_file
 from lever_plugins.data.dataset import Dataset
-from lever_plugins.errors import ConfigError, DataError
+from lever_plugins.errors import ConfigError, DataError, LeverWarning
 from lever_plugins.runs import atomic_write
 
 TEXT_MODES = ("title", "title+content")
@@ -48,17 +49,20 @@ _NEWLINES = re.compile(r"\r\n|\r|\n")
 def _json_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line) of a json(.gz) file; one DataError for a truncated or bad gzip."""
     opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
     try:
         with opener(path, "rb") as fh:
-            yield from enumerate(fh, start=1)
+            for lineno, line in enumerate(fh, start=1):  # noqa: B007 (lineno is read in the handlers)
+                yield lineno, line
     except EOFError:
         raise DataError(
-            "truncated gzip file: it ends before the end-of-stream marker",
-            where=str(path),
+            f"truncated gzip file: it ends inside line {lineno + 1}, before the end-of-stream marker",
+            where=f"{path}:{lineno + 1}",
             fix="the download or copy was cut short; fetch the file again",
         ) from None
     except (gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"not a valid gzip file ({e})", where=str(path), fix="fetch the file again") from None
+        where = f"{path}:{lineno + 1}" if lineno else str(path)
+        raise DataError(f"not a valid gzip file ({e})", where=where, fix="fetch the file again") from None
 
 
 def _text_of(obj: dict[str, Any], text: str, where: str) -> str:
@@ -237,6 +241,28 @@ def read_texts(path: str | Path) -> list[str]:
     return [s[:-1] if s.endswith("\r") else s for s in lines]
 
 
+def check_label_texts(texts: list[str], path: Path) -> None:
+    """Labels need text for LEVER (the teacher embeds it; label rows train on it). All empty: an error.
+    Some empty (some real sets have a few): a warning naming the first; those labels get no teacher
+    neighbours (see soft_labels.augment)."""
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if not empty:
+        return
+    if len(empty) == len(texts):
+        raise DataError(
+            f"all {len(texts)} label texts are empty",
+            where=str(path),
+            fix="LEVER needs label texts: give each label a title (lbl.json.gz) or a line of text (Y.txt)",
+        )
+    warnings.warn(
+        LeverWarning(
+            f"{path}:{empty[0] + 1}: {len(empty)} of {len(texts)} label texts are empty (the first is label "
+            f"{empty[0]}); LEVER gives them no teacher neighbours"
+        ),
+        stacklevel=2,
+    )
+
+
 def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
     for n in names:
         if (folder / n).is_file():
@@ -291,7 +317,9 @@ def load_dataset(path: str | Path, text: str = "title+content", name: str | None
     layout = detect_layout(folder)
     ds_name = name or folder.resolve().name
     if layout == "lf":
-        lbl_texts, lbl_uids, _ = _read_lf_file(_need(folder, ("lbl.json.gz", "lbl.json")), text, None)
+        lbl_path = _need(folder, ("lbl.json.gz", "lbl.json"))
+        lbl_texts, lbl_uids, _ = _read_lf_file(lbl_path, text, None)
+        check_label_texts(lbl_texts, lbl_path)
         n_labels = len(lbl_texts)
         trn_texts, trn_uids, y_trn = _read_lf_file(_need(folder, ("trn.json.gz", "trn.json")), text, n_labels)
         tst_texts, tst_uids, y_tst = _read_lf_file(_need(folder, ("tst.json.gz", "tst.json")), text, n_labels)
@@ -302,7 +330,9 @@ def load_dataset(path: str | Path, text: str = "title+content", name: str | None
         )
     from lever_plugins.data.convert import read_matrix  # convert imports this module
 
-    lbl_texts = read_texts(_need(folder, ("Y.txt",)))
+    lbl_path = _need(folder, ("Y.txt",))
+    lbl_texts = read_texts(lbl_path)
+    check_label_texts(lbl_texts, lbl_path)
     n_labels = len(lbl_texts)
     ys, txts = [], []
     for split in ("trn", "tst"):

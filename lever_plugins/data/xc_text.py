@@ -341,6 +341,7 @@ def read_sparse(path: str | Path, *, n_cols: int | None = None, nonneg: bool = T
     """
     p = require_file(path)
     where = str(p)
+    rd: _Reader | None = None
     try:
         with _open(p) as fh:
             header = fh.readline()
@@ -368,7 +369,13 @@ def read_sparse(path: str | Path, *, n_cols: int | None = None, nonneg: bool = T
     except (EOFError, gzip.BadGzipFile, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise
-        raise DataError(f"cannot read: {e}", where=where, fix="the file is truncated or corrupt") from None
+        line = rd.rows_seen + 2 if rd is not None else 1  # the first line not completely read
+        raise DataError(
+            f"cannot read: {e} (after {line - 1} complete lines)",
+            where=f"{where}:{line}",
+            fix="the file is truncated or corrupt; fetch it again",
+        ) from None
+    assert rd is not None
     return rd.matrix()
 
 
@@ -477,7 +484,7 @@ def write_sparse(path: str | Path, m: sp.spmatrix, *, nonneg: bool = True) -> No
     n_rows, n_cols = m.shape
     indptr = m.indptr.astype(np.int64)
     with atomic_write(p, "wb") as raw:
-        fh: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
+        fh: IO[bytes] = gzip.GzipFile(filename=p.name, fileobj=raw, mode="wb", mtime=0) if p.suffix == ".gz" else raw
         fh.write(f"{n_rows} {n_cols}\n".encode())
         start = 0
         while start < n_rows:

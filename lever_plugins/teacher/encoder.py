@@ -224,11 +224,31 @@ def text_hashes(texts: Sequence[str]) -> np.ndarray:
 
 
 class EmbeddingCache:
-    """Folder of shards: ``<id>.emb.npy`` (rows) then ``<id>.hash.npy`` (sha256 of each text).
+    """Folder of shards: ``<id>.emb.npy`` (rows), ``<id>.sha256`` (its checksum), then ``<id>.hash.npy``
+    (sha256 of each text).
 
     The hash file is written last, and only a shard with a hash file counts, so a crash leaves at most an
     orphan .emb.npy that is ignored. New texts go into new shards: a superset call encodes only the new ones.
+    A shard whose .emb.npy no longer matches its checksum (a flipped bit on disk) is dropped, and its texts
+    are encoded again; shards from before checksums existed are used as they are.
     """
+
+    _verified: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) -> checksum ok, per process
+
+    @classmethod
+    def _intact(cls, emb: Path) -> bool:
+        side = emb.with_name(emb.name[: -len(".emb.npy")] + ".sha256")
+        if not side.is_file():
+            return True
+        st = emb.stat()
+        key = (str(emb), st.st_size, st.st_mtime_ns)
+        if key not in cls._verified:
+            h = hashlib.sha256()
+            with open(emb, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+            cls._verified[key] = side.read_text().strip() == h.hexdigest()
+        return cls._verified[key]
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -248,6 +268,9 @@ class EmbeddingCache:
         found = np.zeros(len(hashes), dtype=bool)
         out: np.ndarray | None = None
         for h_path, e_path in self._shards():
+            if not self._intact(e_path):
+                h_path.unlink(missing_ok=True)  # uncommit the corrupted shard: it is ignored from now on
+                continue
             try:
                 sh = np.load(h_path)
                 emb = np.load(e_path, mmap_mode="r")
@@ -280,6 +303,9 @@ class EmbeddingCache:
         stem = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         with atomic_path(self.folder / f"{stem}.emb.npy") as tmp:
             np.save(tmp, np.ascontiguousarray(emb, dtype=np.float32))
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        with atomic_path(self.folder / f"{stem}.sha256") as tmp:
+            tmp.write_text(digest + "\n")
         with atomic_path(self.folder / f"{stem}.hash.npy") as tmp:
             np.save(tmp, hashes.astype(_HASH))
 

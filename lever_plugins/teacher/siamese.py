@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
+from lever_plugins.faults import crash_point
 from lever_plugins.runs import atomic_path, write_json
 from lever_plugins.teacher.clustering import balanced_clusters
 from lever_plugins.teacher.encoder import Encoder
@@ -352,6 +353,7 @@ class SiameseTeacher:
                     opt.step()
                 sched.step()
                 step += 1
+                crash_point("teacher", "step", step)
                 bank[b] = le.detach().float().cpu().numpy()
                 filled[b] = True
                 lv = float(loss.detach())
@@ -366,20 +368,23 @@ class SiameseTeacher:
             history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                             "steps": len(batches), "cluster_size": clustered_size if epoch >= c.cluster_start
                             else None, "seconds": round(time.perf_counter() - t_epoch, 3)})
+            state = {
+                "version": 1, "key": key, "epoch": epoch + 1, "step": step, "history": history,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                "np_rng": rng.bit_generator.state,
+                "bank": torch.from_numpy(bank), "filled": torch.from_numpy(filled),
+                "clusters": None if clusters is None else (
+                    torch.from_numpy(np.concatenate(clusters)),
+                    torch.tensor([len(x) for x in clusters], dtype=torch.int64)),
+                "clustered_size": clustered_size,
+            }
+            state["digest"] = _digest(state)  # torch.load does not notice flipped bytes in tensor data
             with atomic_path(workdir / CHECKPOINT) as tmp:
-                torch.save({
-                    "version": 1, "key": key, "epoch": epoch + 1, "step": step, "history": history,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                    "np_rng": rng.bit_generator.state,
-                    "bank": torch.from_numpy(bank), "filled": torch.from_numpy(filled),
-                    "clusters": None if clusters is None else (
-                        torch.from_numpy(np.concatenate(clusters)),
-                        torch.tensor([len(x) for x in clusters], dtype=torch.int64)),
-                    "clustered_size": clustered_size,
-                }, tmp)
+                torch.save(state, tmp)
+            crash_point("teacher", "epoch", epoch + 1)
 
         done = start_epoch + epochs_run
         model.eval()
@@ -411,11 +416,43 @@ def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(total - warmup, 1))
 
 
+def _digest(obj: Any) -> str:
+    """sha256 over a checkpoint's contents: every tensor's dtype, shape and bytes, every other value's repr."""
+    h = hashlib.sha256()
+
+    def feed(o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(b"{")
+            for k in sorted(o, key=repr):
+                h.update(repr(k).encode())
+                feed(o[k])
+            h.update(b"}")
+        elif isinstance(o, (list, tuple)):
+            h.update(b"[" if isinstance(o, list) else b"(")
+            for x in o:
+                feed(x)
+            h.update(b"]")
+        else:
+            h.update(repr(o).encode())
+
+    feed(obj)
+    return h.hexdigest()
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint, or None when it is unreadable, from an incompatible version, or corrupted (its
+    contents no longer match the digest saved with them): then training starts from scratch."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # unreadable or from an incompatible version: train from scratch
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
         return None
+    if not isinstance(ckpt, dict) or ckpt.pop("digest", None) != _digest(ckpt):
+        return None
+    return ckpt
 
 
 def _check_config(c: TeacherConfig) -> None:

@@ -44,11 +44,12 @@ class BuiltinAdapter:
         progress: bool = True,
         x_valid: np.ndarray | None = None,
         y_valid: sp.spmatrix | None = None,
+        x_sparse: tuple[sp.spmatrix, sp.spmatrix] | None = None,
     ) -> tuple[sp.csr_matrix, dict[str, Any]]:
         """Delegates to :func:`lever_plugins.trainer.ova.train_predict` (torch imported only here)."""
         from lever_plugins.trainer import ova
 
         return ova.train_predict(
             x_train, targets, x_test, config, seed=seed, loss_fn=loss_fn, progress=progress,
-            x_valid=x_valid, y_valid=y_valid,
+            x_valid=x_valid, y_valid=y_valid, x_sparse=x_sparse,
         )  # fmt: skip

@@ -53,6 +53,10 @@ class LaunchSpec:
     (default: the arm's workdir, so nothing is written into the checkout); ``payload`` reaches
     :meth:`WrapAdapter.patches` in the launched processes (JSON: paths and numbers, not arrays).
 
+    ``then``: further upstream scripts run after this one, in order, with the same patch mechanism (an
+    evaluation script after training); each logs to ``<workdir>/<its name>.log``. The ``-- upstream args``
+    of ``lever wrap`` go to the first script only.
+
     Upstreams that are not Python (C++ command-line trainers) set ``commands`` instead of ``script``:
     argv lists run one after the other in ``cwd`` with ``env`` added (no patches, nothing to import);
     the adapter places ``ctx.upstream_args`` in them itself. ``info`` is merged into the arm's stats.
@@ -66,6 +70,8 @@ class LaunchSpec:
     pythonpath: list[str] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    name: str = "upstream"
+    then: list[LaunchSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -214,21 +220,23 @@ class WrapAdapter:
                 self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print if progress else None
             )
         else:
-            launch(
-                {
-                    "adapter": self.name,
-                    "options": getattr(self, "options", {}),
-                    "upstream": str(ctx.upstream),
-                    "script": spec.script,
-                    "argv": [*spec.argv, *ctx.upstream_args],
-                    "payload": spec.payload,
-                    "pythonpath": spec.pythonpath,
-                },
-                ctx.workdir,
-                cwd=spec.cwd,
-                env=spec.env,
-                log=print if progress else None,
-            )
+            for i, step in enumerate([spec, *spec.then]):
+                launch(
+                    {
+                        "adapter": self.name,
+                        "options": getattr(self, "options", {}),
+                        "upstream": str(ctx.upstream),
+                        "script": step.script,
+                        "argv": [*step.argv, *(ctx.upstream_args if i == 0 else [])],
+                        "payload": step.payload,
+                        "pythonpath": step.pythonpath,
+                    },
+                    ctx.workdir,
+                    cwd=step.cwd,
+                    env=step.env,
+                    log=print if progress else None,
+                    name=step.name,
+                )
         t2 = time.perf_counter()
         scores = self.collect(ctx, spec).tocsr()
         if scores.shape != (len(ctx.tst_texts), ctx.y_train.shape[1]):

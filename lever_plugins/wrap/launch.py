@@ -17,13 +17,13 @@ from lever_plugins.runs import atomic_write, write_json
 from lever_plugins.wrap import boot
 
 
-def write_boot(workdir: Path, spec: dict[str, Any]) -> tuple[Path, Path]:
+def write_boot(workdir: Path, spec: dict[str, Any], name: str = "upstream") -> tuple[Path, Path]:
     """The run's spec file and the folder holding the generated sitecustomize.py."""
     boot_dir = workdir / "boot"
     boot_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(boot_dir / "sitecustomize.py", "w", encoding="utf-8") as fh:
         fh.write(boot.SITECUSTOMIZE)
-    spec_path = workdir / "wrap-spec.json"
+    spec_path = workdir / ("wrap-spec.json" if name == "upstream" else f"wrap-spec.{name}.json")
     write_json(spec_path, spec)
     return spec_path, boot_dir
 
@@ -34,19 +34,20 @@ def launch(
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
     log: Callable[[str], Any] | None = None,
+    name: str = "upstream",
 ) -> Path:
     """Run ``spec["script"]`` of ``spec["upstream"]`` with ``spec["argv"]``; its output is echoed through
-    ``log`` and kept in ``workdir/upstream.log``. A non-zero exit is an :class:`UpstreamError` quoting
+    ``log`` and kept in ``workdir/<name>.log``. A non-zero exit is an :class:`UpstreamError` quoting
     the last lines. Returns the log's path."""
     workdir.mkdir(parents=True, exist_ok=True)
-    spec_path, boot_dir = write_boot(workdir, spec)
+    spec_path, boot_dir = write_boot(workdir, spec, name)
     full_env = {**os.environ, **(env or {})}
     full_env[boot.SPEC_ENV] = str(spec_path.resolve())
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(boot_dir.resolve()), *([full_env["PYTHONPATH"]] if full_env.get("PYTHONPATH") else [])]
     )
     full_env["PYTHONUNBUFFERED"] = "1"
-    log_path = workdir / "upstream.log"
+    log_path = workdir / f"{name}.log"
     cmd = [sys.executable, "-m", "lever_plugins.wrap.run", str(spec_path.resolve())]
     with open(log_path, "w", encoding="utf-8") as fh:
         rc, tail = _run_logged(cmd, cwd or workdir, full_env, fh, log)

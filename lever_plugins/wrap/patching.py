@@ -1,6 +1,8 @@
 """Reversible patches on upstream symbols, applied whenever (and in whichever process) their module loads.
 
-A patch is ``"module:Owner.attr"`` plus ``make(original) -> replacement``. Two ways to apply:
+A patch is ``"module:Owner.attr"`` plus ``make(original) -> replacement``; ``"module:TABLE[key]"`` patches one
+entry of a module-level dict in place (upstream registries that scripts bind with ``from m import TABLE``),
+and ``create=True`` lets an attribute be absent (a shim for an API a newer dependency removed). Two ways to apply:
 
 - :func:`patched` — a context manager for in-process use (tests, notebooks): on exit every symbol is
   the original object again;
@@ -15,21 +17,29 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 _MISSING = object()
+_ITEM = re.compile(r"^(?P<attr>\w+)\[(?P<key>[^\]]+)\]$")
 
 
 @dataclass(frozen=True)
 class Patch:
     """Replace ``target`` (``"pkg.module:Class.method"`` or ``"pkg.module:function"``) with
-    ``make(original)``. ``make`` receives the object it replaces, so wrappers can call through."""
+    ``make(original)``. ``make`` receives the object it replaces, so wrappers can call through.
+
+    ``"pkg.module:TABLE[key]"`` sets ``TABLE[key]`` in the dict object itself (``make`` gets the old entry or
+    None), for upstream registries imported by name. ``create=True`` also allows a missing attribute (as
+    :func:`unittest.mock.patch` does): ``make`` then receives None, and restoring deletes the attribute
+    again — for shims that put back a name a dependency removed (``transformers.AdamW``)."""
 
     target: str
     make: Callable[[Any], Any]
+    create: bool = False
 
     @property
     def module(self) -> str:
@@ -45,9 +55,10 @@ class Applied:
     patch: Patch
     owner: Any
     name: str
-    saved: Any  # the owner's own attribute (``_MISSING`` when inherited), restored verbatim
-    original: Any  # what attribute lookup gave before patching
+    saved: Any  # the owner's own attribute (``_MISSING`` when inherited or absent), restored verbatim
+    original: Any  # what attribute lookup gave before patching (None when absent)
     replacement: Any
+    key: Any = _MISSING  # set for ``TABLE[key]`` patches: ``owner`` is then the dict itself
 
 
 def _owner(module: Any, path: list[str]) -> Any:
@@ -60,10 +71,16 @@ def _owner(module: Any, path: list[str]) -> Any:
 def apply(patch: Patch, module: Any | None = None) -> Applied:
     """Apply one patch now (imports its module unless given) and return what restores it."""
     mod = module if module is not None else importlib.import_module(patch.module)
+    item = _ITEM.match(patch.path[-1])
     try:
         owner = _owner(mod, patch.path)
-        name = patch.path[-1]
-        original = getattr(owner, name)
+        name = item["attr"] if item else patch.path[-1]
+        if item:
+            table = getattr(owner, name)
+            if not isinstance(table, dict):
+                raise AttributeError(f"{name} is a {type(table).__name__}, not a dict")
+        else:
+            original = getattr(owner, name, None) if patch.create else getattr(owner, name)
     except AttributeError as exc:
         from lever_plugins.errors import UpstreamError
 
@@ -72,6 +89,13 @@ def apply(patch: Patch, module: Any | None = None) -> Applied:
             where=getattr(mod, "__file__", patch.module),
             fix="the upstream changed; run `lever doctor` against this checkout",
         ) from None
+    if item:
+        key = item["key"]
+        saved = table.get(key, _MISSING)
+        original = None if saved is _MISSING else saved
+        replacement = patch.make(original)
+        table[key] = replacement
+        return Applied(patch, table, name, saved, original, replacement, key)
     saved = vars(owner).get(name, _MISSING) if hasattr(owner, "__dict__") else original
     replacement = patch.make(original)
     setattr(owner, name, replacement)
@@ -79,7 +103,12 @@ def apply(patch: Patch, module: Any | None = None) -> Applied:
 
 
 def restore(applied: Applied) -> None:
-    if applied.saved is _MISSING:
+    if applied.key is not _MISSING:
+        if applied.saved is _MISSING:
+            applied.owner.pop(applied.key, None)
+        else:
+            applied.owner[applied.key] = applied.saved
+    elif applied.saved is _MISSING:
         delattr(applied.owner, applied.name)
     else:
         setattr(applied.owner, applied.name, applied.saved)
@@ -125,7 +154,9 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_then_patch(module: Any) -> None:
             exec_module(module)
-            applied.extend(apply(p, module) for p in patches)
+            # A module may replace itself in sys.modules (transformers' _LazyModule): patch what imports see.
+            target = sys.modules.get(fullname, module)
+            applied.extend(apply(p, target) for p in patches)
 
         loader.exec_module = exec_then_patch  # type: ignore[method-assign]
         return spec

@@ -1,0 +1,248 @@
+"""Tail baselines beside base and +LEVER in ``lever ab`` (``[eval] baselines`` or ``--baseline``).
+
+Each is registered through ``lever_register_baselines``; ``run(ctx)`` returns test scores (n_test × L CSR)
+and reuses the A/B run's cached stages (features, teacher, soft labels, the base arm's scores):
+
+- ``rerank``: the base classifier's top-k probabilities σ(logit) times the label's inverse propensity
+  (from the original binary train matrix, the run's A/B), renormalised to sum 1 per test row.
+- ``ensemble``: α·σ(classifier logit) + (1 − α)·teacher cosine over the union of the base classifier's
+  top-k and the teacher's top-k labels (classifier score 0 outside its top-k); α from a grid of 11 values,
+  chosen on a 10 % hold-out of train by a classifier trained on the other 90 % (``[eval] ensemble_select``,
+  default P@5 + PSP@5).
+- ``label_rows``: the trainer on the N + L rows (label texts as documents, each its own label) and no
+  teacher neighbours: the augmented hard matrix of the soft-label stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lever_plugins.config import RunConfig, config_hash
+from lever_plugins.data.dataset import Dataset
+from lever_plugins.errors import ConfigError
+from lever_plugins.runs import Run, write_json
+
+HOLDOUT = 0.1
+ALPHAS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
+
+
+@dataclass
+class BaselineContext:
+    """What a baseline may use: the A/B run, its data and the stages it has already computed.
+
+    ``arms``: arm -> (training features, targets, upstream cache key), as ``pipeline.arm_inputs`` gives;
+    ``scores``: arm -> test scores (top-k logits of the configured trainer).
+    """
+
+    run: Run
+    ds: Dataset
+    cfg: RunConfig
+    sig: str
+    feats: dict[str, np.ndarray]
+    arms: dict[str, tuple[np.ndarray, sp.csr_matrix, str]]
+    scores: dict[str, sp.csr_matrix]
+    log: Any = None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))).astype(np.float32)
+
+
+def rerank(scores: sp.csr_matrix, weights: np.ndarray) -> sp.csr_matrix:
+    """σ(scores) × weights[label], each row renormalised to sum 1 (same sparsity pattern)."""
+    out = sp.csr_matrix(scores, dtype=np.float32, copy=True)
+    out.data = _sigmoid(out.data) * np.asarray(weights, dtype=np.float32)[out.indices]
+    sums = np.asarray(out.sum(axis=1)).ravel()
+    rows = np.repeat(np.arange(out.shape[0]), np.diff(out.indptr))
+    out.data /= np.where(sums > 0, sums, 1.0)[rows].astype(np.float32)
+    return out
+
+
+def _ensemble_parts(
+    clf: sp.csr_matrix, doc_emb: np.ndarray, lbl_emb: np.ndarray, teacher_k: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per row: candidate labels (clf's stored ∪ teacher's top ``teacher_k``), σ(clf) (0 where not stored), cosine."""
+    from lever_plugins.soft_labels.knn import knn_search
+
+    clf = sp.csr_matrix(clf, dtype=np.float32)
+    clf.sort_indices()
+    _, tids = knn_search(doc_emb, lbl_emb, min(teacher_k, clf.shape[1]))
+    parts = []
+    for i in range(clf.shape[0]):
+        lo, hi = clf.indptr[i], clf.indptr[i + 1]
+        cand = np.union1d(clf.indices[lo:hi], tids[i][tids[i] >= 0])
+        c = np.zeros(len(cand), dtype=np.float32)
+        c[np.searchsorted(cand, clf.indices[lo:hi])] = _sigmoid(clf.data[lo:hi])
+        parts.append((cand, c, lbl_emb[cand] @ doc_emb[i]))
+    return parts
+
+
+def _combine(parts: list, alpha: float, top_k: int, shape: tuple[int, int]) -> sp.csr_matrix:
+    rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    for i, (cand, c, t) in enumerate(parts):
+        s = (alpha * c + (1.0 - alpha) * t).astype(np.float32)
+        keep = np.argsort(-s, kind="stable")[:top_k]
+        rows.append(np.full(len(keep), i, dtype=np.int64))
+        cols.append(cand[keep].astype(np.int64))
+        vals.append(s[keep])
+    out = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+    out.sort_indices()
+    return out.astype(np.float32)
+
+
+def ensemble_scores(
+    clf: sp.csr_matrix, doc_emb: np.ndarray, lbl_emb: np.ndarray, alpha: float, top_k: int, teacher_k: int
+) -> sp.csr_matrix:
+    """α·σ(clf) + (1 − α)·cos(doc, label) on the union of clf's stored labels and the teacher's top
+    ``teacher_k`` labels per row; the best ``top_k`` per row are kept."""
+    return _combine(_ensemble_parts(clf, doc_emb, lbl_emb, teacher_k), alpha, top_k, clf.shape)
+
+
+def select_metric(metrics: dict[str, float], select: str) -> float:
+    """Sum of the metrics named in ``select`` ("P@5+PSP@5")."""
+    total = 0.0
+    for name in select.split("+"):
+        name = name.strip()
+        if name not in metrics:
+            raise ConfigError(
+                f"unknown metric {name!r} in eval.ensemble_select",
+                where="[eval] ensemble_select",
+                fix=f"use names such as {', '.join(sorted(metrics)[:6])}, joined by '+'",
+            )
+        total += metrics[name]
+    return total
+
+
+def choose_alpha(
+    clf: sp.csr_matrix,
+    doc_emb: np.ndarray,
+    lbl_emb: np.ndarray,
+    truth: sp.csr_matrix,
+    train_truth: sp.csr_matrix,
+    select: str,
+    top_k: int,
+    A: float,
+    B: float,
+) -> tuple[float, dict[float, float]]:
+    """The α of ``ALPHAS`` with the best ``select`` value on (clf, truth); ties go to the larger α."""
+    from lever_plugins.metrics import evaluate
+
+    parts = _ensemble_parts(clf, doc_emb, lbl_emb, top_k)
+    values = {}
+    for a in ALPHAS:
+        s = _combine(parts, a, top_k, clf.shape)
+        values[a] = select_metric(evaluate(s, truth, train_truth=train_truth, A=A, B=B), select)
+    best = max(values.values())
+    return max(a for a, v in values.items() if v == best), values
+
+
+def teacher_embedder(ctx: BaselineContext):
+    """A function texts -> teacher embeddings (the pre-trained encoder, or the run's trained teacher)."""
+    from lever_plugins import plugins
+    from lever_plugins.pipeline import cache_dir
+
+    tcfg = ctx.cfg.teacher
+    if tcfg.name == "siamese" and not tcfg.train:
+        from lever_plugins.teacher.encoder import embed_cached
+
+        return lambda texts: embed_cached(
+            texts, tcfg.model, tcfg.max_len, cache_dir() / "embeddings", device=tcfg.device
+        )
+    factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
+    teacher = factory(tcfg, seed=tcfg.seed or ctx.cfg.seed)
+    # resume=True: the teacher stage has finished, so this loads its last checkpoint and trains no further
+    teacher.fit(ctx.ds.trn_texts, ctx.ds.lbl_texts, ctx.ds.binary_train(), ctx.run.root / "teacher", resume=True)
+    return teacher.embed
+
+
+class ReRank:
+    name = "rerank"
+    title = "ReRank (inverse propensity)"
+
+    def run(self, ctx: BaselineContext) -> sp.csr_matrix:
+        from lever_plugins.metrics import inv_propensity
+        from lever_plugins.pipeline import eval_kwargs
+
+        ek = eval_kwargs(ctx.ds, ctx.cfg)
+        return rerank(ctx.scores["base"], inv_propensity(ctx.ds.binary_train(), ek["A"], ek["B"]))
+
+
+class Ensemble:
+    name = "ensemble"
+    title = "teacher-classifier ensemble"
+
+    def run(self, ctx: BaselineContext) -> sp.csr_matrix:
+        from lever_plugins.pipeline import _save_csr, cached_stage, eval_kwargs, teacher_stage, train_stage
+
+        run, ds, cfg = ctx.run, ctx.ds, ctx.cfg
+        temb, tkey = teacher_stage(run, ds, cfg, ctx.sig, ctx.log)
+        n = len(ds.trn_texts)
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        n_hold = max(1, int(round(HOLDOUT * n)))
+        hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+        y = ds.binary_train()
+        base_key = ctx.arms["base"][2]
+        # the base classifier trained on 90 % of train, scored on the other 10 % (its own cached stage)
+        clf_hold, _ = train_stage(
+            run,
+            "ensemble_holdout",
+            ctx.feats["trn"][rest],
+            y[rest],
+            ctx.feats["trn"][hold],
+            cfg,
+            config_hash(base_key, "holdout", HOLDOUT, cfg.seed),
+            ctx.log,
+            texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]),
+        )
+        key = config_hash(tkey, base_key, cfg.trainer, cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS)
+        art = "baselines/ensemble/scores.npz"
+        ek = eval_kwargs(ds, cfg)
+
+        def compute() -> dict:
+            embed = teacher_embedder(ctx)
+            hold_emb = embed([ds.trn_texts[i] for i in hold])
+            alpha, values = choose_alpha(
+                clf_hold, hold_emb, temb["lbl"], y[hold], y[rest], cfg.eval.ensemble_select, cfg.trainer.top_k,
+                ek["A"], ek["B"],
+            )  # fmt: skip
+            s = ensemble_scores(
+                ctx.scores["base"], embed(ds.tst_texts), temb["lbl"], alpha, cfg.trainer.top_k, cfg.trainer.top_k
+            )
+            _save_csr(run.root / art, s)
+            stats = {"alpha": alpha, "holdout_select": {str(a): v for a, v in values.items()}}
+            write_json(run.root / "baselines" / "ensemble" / "alpha.json", stats)
+            if ctx.log:
+                ctx.log(f"[ensemble] alpha {alpha} ({cfg.eval.ensemble_select} on a {HOLDOUT:.0%} train hold-out)")
+            return stats
+
+        cached_stage(run, "baseline_ensemble", key, [art], compute, ctx.log)
+        return sp.load_npz(run.root / art).tocsr()
+
+
+class LabelRows:
+    name = "label_rows"
+    title = "label rows only (N + L, no teacher)"
+
+    def run(self, ctx: BaselineContext) -> sp.csr_matrix:
+        from lever_plugins.pipeline import arm_texts, train_stage
+
+        y_aug = sp.load_npz(ctx.run.root / "soft" / "y_aug.npz").tocsr().astype(np.float32)  # the soft stage's
+        n = ctx.ds.y_trn.shape[0]
+        if y_aug.shape[0] == n:
+            raise ConfigError(
+                "the label_rows baseline needs label rows", where="[soft_labels] label_rows", fix="set it to true"
+            )
+        x = np.vstack([ctx.feats["trn"], ctx.feats["lbl"][: y_aug.shape[0] - n]])
+        h = hashlib.sha256()
+        for a in (y_aug.indptr, y_aug.indices, y_aug.data):
+            h.update(np.ascontiguousarray(a).tobytes())
+        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest())
+        s, _ = train_stage(
+            ctx.run, "label_rows", x, y_aug, ctx.feats["tst"], ctx.cfg, ukey, ctx.log, texts=arm_texts(ctx.ds, len(x))
+        )
+        return s
