@@ -9,12 +9,13 @@ The pieces an adapter distribution builds on (see ``adapters/*`` for real ones):
 """
 
 from lever_plugins.wrap.adapter import LaunchSpec, WrapAdapter, WrapContext
-from lever_plugins.wrap.contract import Symbol, check_contract, identify_commit
+from lever_plugins.wrap.contract import SourceText, Symbol, check_contract, identify_commit
 from lever_plugins.wrap.patching import Patch, patched
 
 __all__ = [
     "LaunchSpec",
     "Patch",
+    "SourceText",
     "Symbol",
     "WrapAdapter",
     "WrapContext",

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.errors import UpstreamError
-from lever_plugins.wrap.contract import Problem, Symbol, check_contract, identify_commit
+from lever_plugins.wrap.contract import Problem, Requirement, check_contract, identify_commit
 from lever_plugins.wrap.patching import Patch
 
 
@@ -35,6 +35,8 @@ class WrapContext:
     seed: int
     trainer: Any  # the TrainerConfig
     top_k: int = 100
+    x_train: Any = None  # frozen-encoder features of the target rows (None or zero-width unless needs_features)
+    x_test: Any = None
 
     @property
     def n_docs(self) -> int:
@@ -53,14 +55,21 @@ class LaunchSpec:
 
     ``then``: further upstream scripts run after this one, in order, with the same patch mechanism (an
     evaluation script after training); each logs to ``<workdir>/<its name>.log``. The ``-- upstream args``
-    of ``lever wrap`` go to the first script only."""
+    of ``lever wrap`` go to the first script only.
 
-    script: str
+    Upstreams that are not Python (C++ command-line trainers) set ``commands`` instead of ``script``:
+    argv lists run one after the other in ``cwd`` with ``env`` added (no patches, nothing to import);
+    the adapter places ``ctx.upstream_args`` in them itself. ``info`` is merged into the arm's stats.
+    """
+
+    script: str = ""
     argv: list[str] = field(default_factory=list)
     payload: dict[str, Any] = field(default_factory=dict)
     cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
     pythonpath: list[str] = field(default_factory=list)
+    commands: list[list[str]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
     name: str = "upstream"
     then: list[LaunchSpec] = field(default_factory=list)
 
@@ -73,7 +82,7 @@ class DoctorReport:
     commit: str | None
     differs: list[str]
     tested: list[str]
-    symbols: list[Symbol]
+    symbols: list[Requirement]
 
     @property
     def ok(self) -> bool:
@@ -111,8 +120,9 @@ class WrapAdapter:
         self.options = options  # ``[trainer] options``; re-created from these in launched processes
 
     # -- to implement ---------------------------------------------------------------------------
-    def contract(self) -> list[Symbol]:
-        """The upstream symbols this adapter patches or calls, with their signatures."""
+    def contract(self) -> list[Requirement]:
+        """The upstream symbols this adapter patches or calls, with their signatures (``SourceText`` for
+        option flags and names in non-Python sources)."""
         return []
 
     def prepare(self, ctx: WrapContext) -> LaunchSpec:
@@ -177,7 +187,7 @@ class WrapAdapter:
         progress: bool = True,
         **_: Any,
     ) -> tuple[sp.csr_matrix, dict[str, Any]]:
-        from lever_plugins.wrap.launch import launch
+        from lever_plugins.wrap.launch import launch, run_commands
 
         if context is None:
             raise UpstreamError(f"adapter {self.name!r} runs inside `lever wrap` / `lever ab` only")
@@ -198,28 +208,35 @@ class WrapAdapter:
             seed=seed,
             trainer=config,
             top_k=config.top_k,
+            x_train=x_train,
+            x_test=x_test,
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         spec = self.prepare(ctx)
         t1 = time.perf_counter()
-        for i, step in enumerate([spec, *spec.then]):
-            launch(
-                {
-                    "adapter": self.name,
-                    "options": getattr(self, "options", {}),
-                    "upstream": str(ctx.upstream),
-                    "script": step.script,
-                    "argv": [*step.argv, *(ctx.upstream_args if i == 0 else [])],
-                    "payload": step.payload,
-                    "pythonpath": step.pythonpath,
-                },
-                ctx.workdir,
-                cwd=step.cwd,
-                env=step.env,
-                log=print if progress else None,
-                name=step.name,
+        if spec.commands:
+            run_commands(
+                self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print if progress else None
             )
+        else:
+            for i, step in enumerate([spec, *spec.then]):
+                launch(
+                    {
+                        "adapter": self.name,
+                        "options": getattr(self, "options", {}),
+                        "upstream": str(ctx.upstream),
+                        "script": step.script,
+                        "argv": [*step.argv, *(ctx.upstream_args if i == 0 else [])],
+                        "payload": step.payload,
+                        "pythonpath": step.pythonpath,
+                    },
+                    ctx.workdir,
+                    cwd=step.cwd,
+                    env=step.env,
+                    log=print if progress else None,
+                    name=step.name,
+                )
         t2 = time.perf_counter()
         scores = self.collect(ctx, spec).tocsr()
         if scores.shape != (len(ctx.tst_texts), ctx.y_train.shape[1]):
@@ -234,4 +251,5 @@ class WrapAdapter:
             "prepare_seconds": t1 - t0,
             "upstream_seconds": t2 - t1,
             "rows": targets.shape[0],
+            **spec.info,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,47 @@ class Symbol:
 
 
 @dataclass(frozen=True)
+class SourceText:
+    """Text an adapter relies on in an upstream that is not Python (C++ option flags, function names,
+    Makefile targets): ``pattern`` (a regular expression, multi-line) must match in ``file`` (a path
+    from the upstream root, or a glob such as ``"Source/*.cpp"``: found when any matching file has it).
+    ``label`` is what the doctor prints. Build them with :meth:`flag`, :meth:`function` or directly.
+    """
+
+    file: str
+    pattern: str
+    label: str
+    why: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.file
+
+    def __str__(self) -> str:
+        return self.label
+
+    @classmethod
+    def flag(cls, file: str, flag: str, sets: str = "", why: str = "") -> SourceText:
+        """A command-line option compared as a string literal (``"-kleaf"``); with ``sets``, the comparison
+        must be followed by an assignment to that variable (``opt == "-w" ) weighted = ...``), so an option
+        that now sets something else is drift too."""
+        pattern = re.escape(f'"{flag}"')
+        if sets:
+            pattern += r"\s*\)\s*\{?\s*" + re.escape(sets) + r"\s*="
+        return cls(file, pattern, f"option {flag}" + (f" -> {sets}" if sets else ""), why)
+
+    @classmethod
+    def function(cls, file: str, name: str, why: str = "") -> SourceText:
+        """A C/C++ function or method name followed by ``(`` (a definition or a call)."""
+        return cls(file, r"\b" + r"\s*::\s*".join(map(re.escape, name.split("::"))) + r"\s*\(", f"{name}()", why)
+
+
+Requirement = Symbol | SourceText
+
+
+@dataclass(frozen=True)
 class Problem:
-    symbol: Symbol
+    symbol: Requirement
     what: str
 
     def line(self) -> str:
@@ -97,10 +137,32 @@ def check_symbol(root: Path, sym: Symbol, _trees: dict[str, ast.Module] | None =
     return None
 
 
-def check_contract(root: str | Path, symbols: list[Symbol]) -> list[Problem]:
-    """Every symbol that is missing or has another signature in the checkout at ``root``."""
+def check_text(root: Path, req: SourceText, _texts: dict[Path, str] | None = None) -> Problem | None:
+    texts = {} if _texts is None else _texts
+    pattern_path = any(c in req.file for c in "*?[")
+    files = sorted(f for f in (root.glob(req.file) if pattern_path else [root / req.file]) if f.is_file())
+    if not files:
+        return Problem(req, "file not found")
+    rx = re.compile(req.pattern, re.MULTILINE)
+    for f in files:
+        if f not in texts:
+            texts[f] = f.read_text(encoding="utf-8", errors="replace")
+        if rx.search(texts[f]):
+            return None
+    return Problem(req, "not found" + (f" in any of {len(files)} files" if len(files) > 1 else ""))
+
+
+def check_contract(root: str | Path, symbols: list[Requirement]) -> list[Problem]:
+    """Every symbol that is missing or has another signature in the checkout at ``root``, and every
+    :class:`SourceText` whose pattern no longer matches."""
     trees: dict[str, ast.Module] = {}
-    return [p for s in symbols if (p := check_symbol(Path(root), s, trees)) is not None]
+    texts: dict[Path, str] = {}
+    out = []
+    for s in symbols:
+        p = check_text(Path(root), s, texts) if isinstance(s, SourceText) else check_symbol(Path(root), s, trees)
+        if p is not None:
+            out.append(p)
+    return out
 
 
 def file_digest(path: Path) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -46,25 +48,74 @@ def launch(
     )
     full_env["PYTHONUNBUFFERED"] = "1"
     log_path = workdir / f"{name}.log"
-    tail: collections.deque[str] = collections.deque(maxlen=15)
     cmd = [sys.executable, "-m", "lever_plugins.wrap.run", str(spec_path.resolve())]
     with open(log_path, "w", encoding="utf-8") as fh:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd or workdir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            errors="replace",
-        )  # fmt: skip
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            tail.append(line.rstrip())
-            if log:
-                log(line.rstrip())
-        rc = proc.wait()
+        rc, tail = _run_logged(cmd, cwd or workdir, full_env, fh, log)
     if rc != 0:
-        last = " | ".join(t for t in tail if t)[-600:]
         raise UpstreamError(
-            f"{spec['adapter']} upstream {spec['script']} exited with code {rc}: {last}",
+            f"{spec['adapter']} upstream {spec['script']} {_exit_words(rc)}: {tail}",
             where=str(log_path),
             fix="read the upstream log; the patches and targets are in " + str(workdir),
         )
+    return log_path
+
+
+def _run_logged(
+    cmd: list[str], cwd: Path, env: dict[str, str], fh: Any, log: Callable[[str], Any] | None
+) -> tuple[int, str]:
+    """Run ``cmd`` with stdout and stderr into ``fh`` (and ``log``); its exit code and last lines."""
+    tail: collections.deque[str] = collections.deque(maxlen=15)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        fh.write(line)
+        tail.append(line.rstrip())
+        if log:
+            log(line.rstrip())
+    rc = proc.wait()
+    return rc, " | ".join(t for t in tail if t)[-600:]
+
+
+def _exit_words(rc: int) -> str:
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-rc).name}"
+    return f"exited with code {rc}"
+
+
+def run_commands(
+    adapter: str,
+    commands: list[list[str]],
+    workdir: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> Path:
+    """Run a native upstream's commands in order (``LaunchSpec.commands``), output echoed through ``log``
+    and kept in ``workdir/upstream.log``. The first that fails (non-zero exit, a signal, a missing
+    executable) is an :class:`UpstreamError` quoting its last lines; the rest do not run."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **(env or {})}
+    log_path = workdir / "upstream.log"
+    with open(log_path, "w", encoding="utf-8") as fh:
+        for cmd in commands:
+            name = Path(cmd[0]).name
+            fh.write(f"$ {subprocess.list2cmdline(cmd)}\n")
+            fh.flush()
+            try:
+                rc, tail = _run_logged(cmd, cwd or workdir, full_env, fh, log)
+            except OSError as exc:  # not found, not executable
+                raise UpstreamError(
+                    f"{adapter}: cannot run {name}: {exc.strerror or exc}",
+                    where=cmd[0],
+                    fix="rebuild the upstream binaries (remove the adapter's build cache)",
+                ) from None
+            if rc != 0:
+                raise UpstreamError(
+                    f"{adapter} upstream {name} {_exit_words(rc)}: {tail}",
+                    where=str(log_path),
+                    fix="read the upstream log; the command line and the files it read are in " + str(workdir),
+                )
     return log_path

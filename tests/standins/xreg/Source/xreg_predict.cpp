@@ -1,0 +1,2 @@
+// Stand-in (lever-xreg tests). Not XReg code.
+int main() { return 0; }
