@@ -10,7 +10,18 @@ import sys
 import numpy as np
 
 from lever_plugins import distributed as dist
+from lever_plugins.config import SoftLabelConfig
+from lever_plugins.soft_labels import build_soft_labels
 from lever_plugins.soft_labels.knn import knn_search
+
+
+def soft_problem() -> tuple:
+    """Shared with the test: a small soft-label problem whose kNN needs several rounds of chunks."""
+    rng = np.random.default_rng(1)
+    y = (rng.random((60, 30)) < 0.05).astype(np.float32)
+    lbl = rng.standard_normal((30, 5)).astype(np.float32)
+    doc = (y @ lbl + 0.3 * rng.standard_normal((60, 5))).astype(np.float32)
+    return y, doc, lbl, SoftLabelConfig(tau_l=4, tau_d=4, k=8, threshold=0.7, chunk_size=7)
 
 
 def main(out: str) -> None:
@@ -26,9 +37,11 @@ def main(out: str) -> None:
         # each rank encodes its slice of 11 items; the gather is in item order
         enc = dist.encode_sharded(lambda part: np.array([[x * 10.0, me] for x in part]), list(range(11)))
         ranks_seen = np.array(dist.gather_rows(np.array([[me]])).ravel())
+        y, doc, lbl, cfg = soft_problem()
+        soft = build_soft_labels(y, doc, lbl, cfg, distributed=True).soft.toarray()
         if dist.is_main():
             np.savez(out, scores=sc, ids=ids, uneven=uneven, enc=enc, world=world, ranks=ranks_seen,
-                     backend=dist.backend())
+                     backend=dist.backend(), soft=soft)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,15 @@ def test_sharded_knn_and_gathers_on_two_processes(tmp_path):
     np.testing.assert_array_equal(z["uneven"], [[0] * 3] * 2 + [[1] * 3] * 3)
     # rows in item order; items 0-5 encoded by rank 0, 6-10 by rank 1
     np.testing.assert_array_equal(z["enc"], [[10.0 * i, 0 if i < 6 else 1] for i in range(11)])
+    # the soft-label builder on sharded kNN: the one-process matrix, exactly
+    from dist_worker import soft_problem
+
+    from lever_plugins.soft_labels import build_soft_labels
+
+    y, doc, lbl, cfg = soft_problem()
+    ref = build_soft_labels(y, doc, lbl, cfg).soft.toarray()
+    assert (ref > 0).sum() > 10
+    np.testing.assert_array_equal(z["soft"], ref)
 
 
 @pytest.fixture
