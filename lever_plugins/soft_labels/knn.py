@@ -70,6 +70,7 @@ def _build_index(
     k: int,
     ivf_nlist: int | None,
     nprobe: int,
+    ivf_points_per_list: int = 256,
 ) -> Any:
     import faiss
 
@@ -88,6 +89,8 @@ def _build_index(
         nlist = max(1, min(nlist, n))
         quantizer = faiss.IndexFlatIP(d)
         idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        # k-means on at most this many points per list (faiss subsamples; 256 is its default)
+        idx.cp.max_points_per_centroid = max(int(ivf_points_per_list), 1)
         idx.train(base)
         idx.nprobe = max(1, min(nprobe, nlist))
     else:
@@ -132,6 +135,7 @@ def iter_knn(
     ivf_nlist: int | None = None,
     nprobe: int = 16,
     distributed: bool = False,
+    ivf_points_per_list: int = 256,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Like :func:`knn_search`, but yields ``(start, scores, ids)`` for each chunk of ``chunk_size``
     query rows, so a caller that reduces each chunk (the soft-label builder) never holds all n × k.
@@ -155,7 +159,7 @@ def iter_knn(
         return
     idx = None
     if kk > 0:
-        idx = _build_index(b, index, _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe)
+        idx = _build_index(b, index, _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe, ivf_points_per_list)
 
     def chunk(s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.full((e - s, k), -np.inf, dtype=np.float32)
@@ -222,6 +226,7 @@ def knn_search(
     ivf_nlist: int | None = None,
     nprobe: int = 16,
     distributed: bool = False,
+    ivf_points_per_list: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every query row among the base rows.
 
@@ -229,7 +234,8 @@ def knn_search(
     ``chunk_size`` rows at a time, so besides the index only the n × k outputs grow with n.
     If ``k`` exceeds the base size, the missing places are padded with id -1 and score -inf.
     ``index``: "flat" (exact IndexFlatIP), "hnsw" (IndexHNSWFlat, inner product, CPU only) or "ivf"
-    (IndexIVFFlat, ``ivf_nlist`` lists, default 4·sqrt(n_base)); a faiss GPU index is used when
+    (IndexIVFFlat, ``ivf_nlist`` lists, default 4·sqrt(n_base), k-means on at most ``ivf_points_per_list``
+    sampled points per list); a faiss GPU index is used when
     faiss sees a GPU and ``device`` is "auto" or "cuda". ``distributed``: under torchrun, each rank
     searches a share of the query chunks and every rank returns the whole result (module doc).
 
@@ -239,7 +245,7 @@ def knn_search(
     scores = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
     for s, sc, ii in iter_knn(queries, base, k, index, chunk_size, device, hnsw_m, ef_search, ivf_nlist, nprobe,
-                              distributed=distributed):
+                              distributed=distributed, ivf_points_per_list=ivf_points_per_list):
         scores[s : s + len(sc)] = sc
         ids[s : s + len(sc)] = ii
     return scores, ids
