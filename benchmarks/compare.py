@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def run(script: str, args: list[str], out: Path) -> dict[str, Any]:
+def run(script: str, args: list[str], out: Path, reuse: bool = False) -> dict[str, Any]:
+    if reuse and out.is_file():
+        print(f"reusing {out}", flush=True)
+        return json.loads(out.read_text())
     cmd = [sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)]
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     t = time.perf_counter()
@@ -46,19 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small shapes (a few minutes in all)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--knn-shapes", default="", help="passed to knn.py --shapes (default: 8000x30000x384)")
+    ap.add_argument("--reuse", default="", help="comma-separated parts (knn, teacher, trainer) to take from "
+                    "their last JSON instead of running again")
     ap.add_argument("--out", default=str(RESULTS / "compare.json"))
     args = ap.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     shapes = args.knn_shapes or ("2000x8000x128" if args.quick else "8000x30000x384")
     knn = run("knn.py", ["--shapes", shapes, "--repeat", "1" if args.quick else "2", "--threads", str(args.threads)],
-              RESULTS / "compare_knn.json")
-    teacher = run("teacher.py", ["--steps", "8" if args.quick else "16", "--repeats", "1", "--encode-n",
+              RESULTS / "compare_knn.json", "knn" in args.reuse)
+    teacher = run("teacher.py", ["--steps", "8" if args.quick else "16", "--repeats", "2", "--encode-n",
                                  "100" if args.quick else "300", "--threads", str(args.threads)],
-                  RESULTS / "compare_teacher.json")
+                  RESULTS / "compare_teacher.json", "teacher" in args.reuse)
     trainer = run("trainer.py", ["--quick", "--epochs", "1" if args.quick else "2", "--threads", "1",
                                  "--cases", "L2K-full,L2K-shortlist" if args.quick else ""],
-                  RESULTS / "compare_trainer.json")
+                  RESULTS / "compare_trainer.json", "trainer" in args.reuse)
 
     rows: list[tuple[str, float | None, str, bool | None]] = []
     for r in knn["results"]:
