@@ -154,7 +154,7 @@ def iter_soft_pairs(
             lab = texted[s : s + len(ids)]
             p = _probs(cos, config)
             take = walk(p, ids, ids == lab[:, None], need_all[: len(ids)], config.threshold)
-            r, k = np.nonzero(take)
+            r, k = np.nonzero(take & (p > 0))  # a score of 0 (threshold 0) adds no mass: never stored
             c.label_pairs += r.size
             c.seconds_knn += time.perf_counter() - t
             yield n + lab[r], ids[r, k], p[r, k]
@@ -180,7 +180,7 @@ def iter_soft_pairs(
                 known = (keys[pos] == q) if keys.size else np.zeros(q.shape, dtype=bool)
                 p = _probs(cos, config)
                 take = walk(p, docs, known, config.tau_d - count[lab], config.threshold)
-                r, k = np.nonzero(take)
+                r, k = np.nonzero(take & (p > 0))
                 c.doc_pairs += r.size
                 c.seconds_knn += time.perf_counter() - t
                 yield docs[r, k], lab[r], p[r, k]
