@@ -6,7 +6,11 @@ For each shape (queries × base × d) it times, in one process and on the same d
 * ``numpy_matmul``: the chunked product q @ b.T alone (numpy BLAS), same chunks;
 * ``numpy_matmul_topk``: the same plus argpartition + sort of the top k per row;
 * ``torch_matmul`` / ``torch_matmul_topk``: torch.matmul, and torch.matmul + torch.topk;
-* ``hnswlib``: only if installed (it is not a dependency);
+* ``hnswlib``: only if installed (``pip install -e .[bench]``), M = 32, ef_construction = 200, ef = 128;
+* equal recall (``--equal-recall``, with hnswlib): recall@k against the exact result as efSearch grows,
+  for hnswlib (the official LEVER code's kNN) and for our faiss HNSW (``knn_search(index="hnsw")``); for
+  each target recall (0.9, 0.95, 0.99) the cheapest ef reaching it, and build + search time there,
+  beside our exact search (recall 1);
 * ``build_soft_labels``: the whole builder (labels = queries, documents = base, tau_l=4, tau_d=5).
 
 Steps run round robin, ``--repeat`` times, best wall time kept (the machine is shared; interleaving
@@ -72,7 +76,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, float, Any]:
     return wall, cpu, mem.delta_mib, out
 
 
-def bench_shape(nq: int, nb: int, d: int, k: int, chunk: int, repeat: int, seed: int) -> dict[str, Any]:
+def bench_shape(nq: int, nb: int, d: int, k: int, chunk: int, repeat: int, seed: int,
+                equal_recall: bool = True) -> dict[str, Any]:
     import numpy as np
     import scipy.sparse as sp
     import torch
@@ -125,8 +130,10 @@ def bench_shape(nq: int, nb: int, d: int, k: int, chunk: int, repeat: int, seed:
             return idx.knn_query(q, k=k)
 
         steps.append(("hnswlib", hnsw))
+        have_hnswlib = True
     except ImportError:
         res["hnswlib"] = "not installed: skipped"
+        have_hnswlib = False
 
     # round robin, best of ``repeat``: load from other processes drifts over minutes, and interleaving
     # exposes every method to the same drift
@@ -169,7 +176,76 @@ def bench_shape(nq: int, nb: int, d: int, k: int, chunk: int, repeat: int, seed:
         res["faiss_flat"]["seconds"] / res["torch_matmul_topk"]["seconds"], 3
     )
     res["gflops_numpy_matmul"] = round(2 * nq * nb * d / base / 1e9, 1)
+    if have_hnswlib and equal_recall:
+        res["equal_recall"] = equal_recall_table(q, b, k, res["faiss_flat"]["seconds"])
     return res
+
+
+EF_GRID = (16, 32, 64, 128, 256, 512, 1024)
+TARGETS = (0.9, 0.95, 0.99)
+
+
+def equal_recall_table(q: Any, b: Any, k: int, exact_seconds: float) -> dict[str, Any]:
+    """Recall@k vs efSearch for hnswlib and faiss HNSW (same M, efConstruction, threads), and the time of
+    each at the cheapest ef that reaches each target recall (build + search), next to our exact search."""
+    import faiss
+    import hnswlib
+    import numpy as np
+
+    from lever_plugins.soft_labels.knn import _search, knn_search
+
+    _, exact = knn_search(q, b, k)
+
+    def recall(ids: Any) -> float:
+        return float(np.mean([len(set(a.tolist()) & set(e.tolist())) / k for a, e in zip(ids, exact, strict=True)]))
+
+    nb, d = b.shape
+    m, efc = 32, 200
+    curves: dict[str, list[dict[str, float]]] = {}
+    t = time.perf_counter()
+    h = hnswlib.Index(space="ip", dim=d)
+    h.init_index(max_elements=nb, ef_construction=efc, M=m)
+    h.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))  # as faiss
+    h.add_items(b)
+    build_h = time.perf_counter() - t
+    # faiss HNSW as knn_search(index="hnsw") builds it, with hnswlib's M and efConstruction
+    t = time.perf_counter()
+    f = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+    f.hnsw.efConstruction = efc
+    f.add(b)
+    build_f = time.perf_counter() - t
+    for ef in EF_GRID:
+        if ef < k:
+            continue
+        h.set_ef(ef)
+        t = time.perf_counter()
+        ids, _ = h.knn_query(q, k=k)
+        curves.setdefault("hnswlib", []).append({"ef": ef, "recall": recall(ids), "search_s": time.perf_counter() - t})
+        f.hnsw.efSearch = ef
+        t = time.perf_counter()
+        _, ids = _search(f, q, k)
+        curves.setdefault("faiss_hnsw", []).append({"ef": ef, "recall": recall(ids),
+                                                    "search_s": time.perf_counter() - t})
+    builds = {"hnswlib": build_h, "faiss_hnsw": build_f}
+    rows = []
+    for target in TARGETS:
+        row: dict[str, Any] = {"target_recall": target}
+        for name, curve in curves.items():
+            hit = next((p for p in curve if p["recall"] >= target), None)
+            row[name] = None if hit is None else {
+                "ef": hit["ef"], "recall": round(hit["recall"], 4), "search_s": round(hit["search_s"], 3),
+                "total_s": round(builds[name] + hit["search_s"], 3)}
+        if row["hnswlib"] and row["faiss_hnsw"]:
+            row["ratio_faiss_hnsw_vs_hnswlib"] = round(row["faiss_hnsw"]["total_s"] / row["hnswlib"]["total_s"], 3)
+        if row["hnswlib"]:
+            row["ratio_exact_vs_hnswlib"] = round(exact_seconds / row["hnswlib"]["total_s"], 3)
+        rows.append(row)
+        print(f"  recall >= {target}: " + ", ".join(
+            f"{n} ef {row[n]['ef']} {row[n]['total_s']:.2f} s" if row[n] else f"{n} not reached"
+            for n in curves) + f"; exact (recall 1) {exact_seconds:.2f} s", flush=True)
+    return {"M": m, "ef_construction": efc, "build_s": {k_: round(v, 3) for k_, v in builds.items()},
+            "curves": {n: [{k_: round(v, 4) for k_, v in p.items()} for p in c] for n, c in curves.items()},
+            "targets": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=2048, help="query rows per chunk (all methods)")
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=0, help="runs per step, best kept (0: 3 quick, 2 full)")
+    ap.add_argument("--shapes", default="", help="queries x base x dim, comma-separated, e.g. 8000x30000x384")
+    ap.add_argument("--no-equal-recall", action="store_true", help="skip the hnswlib equal-recall sweep")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "knn.json"))
     args = ap.parse_args(argv)
 
@@ -198,11 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         shapes = [(1000, 4000, 64), (2000, 8000, 128)]
     else:
         shapes = [(4000, 15000, 384), (17000, 57000, 384)]
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     repeat = args.repeat or (3 if args.quick else 2)
     results = []
     for nq, nb, d in shapes:
         print(f"queries {nq} × base {nb} × d {d}, k {args.k}, chunk {args.chunk}", flush=True)
-        results.append(bench_shape(nq, nb, d, args.k, args.chunk, repeat, seed=0))
+        results.append(bench_shape(nq, nb, d, args.k, args.chunk, repeat, seed=0,
+                                   equal_recall=not args.no_equal_recall))
 
     cols = [
         "numpy_matmul", "numpy_matmul_topk", "torch_matmul", "torch_matmul_topk", "faiss_flat",

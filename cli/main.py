@@ -196,15 +196,14 @@ def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> 
 
 @cli.command("teach")
 @common
-def teach_cmd(data, out, config, seed) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes: >1 launches torchrun (DDP teacher; NCCL on GPUs, gloo on CPU).")
+def teach_cmd(data, out, config, seed, nproc) -> None:
     """Train the Siamese teacher alone (resumes from its last checkpoint)."""
-    from lever_plugins.pipeline import data_signature, load_data, teacher_stage
-    from lever_plugins.runs import Run
+    from lever_cli.distributed import relaunch_args, teach
 
     cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
-    ds = load_data(cfg)
-    with Run(out) as run:
-        teacher_stage(run, ds, cfg, data_signature(ds), log=click.echo)
+    teach(cfg, out, nproc, relaunch_args(data, out, config, seed), log=click.echo)
 
 
 @cli.command("soften")

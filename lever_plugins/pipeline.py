@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins import config as cfgmod
+from lever_plugins import distributed as dist
 from lever_plugins import plugins
 from lever_plugins.config import RunConfig
 from lever_plugins.data.dataset import Dataset
@@ -217,16 +218,21 @@ def cached_stage(
     run: Run, name: str, key: str, arts: list[str], compute: Callable[[], dict | None], log: Any = None
 ) -> dict:
     """Run ``compute()`` (which writes ``arts`` atomically and returns its stats) unless stage ``name``
-    already finished with config hash ``key`` and intact artefacts; return the stage's stats."""
+    already finished with config hash ``key`` and intact artefacts; return the stage's stats.
+
+    Under torchrun every rank calls this (``compute`` may hold collective steps); rank 0 alone reads and
+    writes the manifest and tells the others whether the stage is cached."""
     with stage(run, name, log) as info:
         info["key"] = key
-        if run.stage_done(name, key, arts):
+        if dist.broadcast_object(run.stage_done(name, key, arts) if dist.is_main() else None):
             info["cached"] = True
-            return run.manifest()["stages"][name].get("stats", {})
+            return dist.broadcast_object(run.manifest()["stages"][name].get("stats", {}) if dist.is_main() else None)
         t0 = time.perf_counter()
         stats = compute() or {}
         crash_point("stage", name, "computed")
-        run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
+        if dist.is_main():
+            run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
+        dist.barrier()
         return stats
 
 
@@ -255,7 +261,8 @@ def teacher_stage(
             embed = teacher.embed
         lbl = embed(ds.lbl_texts)
         doc = embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
-        _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
+        if dist.is_main():
+            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
         return stats
 
     cached_stage(run, "teacher", key, [art], compute, log)

@@ -26,6 +26,7 @@ sorted int64 keys label·N + doc.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,40 +110,39 @@ def _check_inputs(
     return has_text
 
 
-def build_soft_labels(
-    y_trn: sp.spmatrix,
+PairChunk = tuple[np.ndarray, np.ndarray, np.ndarray]  # (rows, cols, calibrated scores) of one query chunk
+
+
+@dataclass
+class _Counters:
+    label_pairs: int = 0
+    doc_pairs: int = 0
+    below_tau_d: int = 0
+    seconds_knn: float = 0.0
+
+
+def _probs(cos: np.ndarray, config: SoftLabelConfig) -> np.ndarray:
+    return calibrate(cos, config.calibration, config.sigmoid_a, config.sigmoid_c)
+
+
+def iter_soft_pairs(
+    y: sp.csr_matrix,
     doc_emb: np.ndarray | None,
     lbl_emb: np.ndarray,
     config: SoftLabelConfig,
-    has_text: np.ndarray | None = None,
-) -> SoftLabels:
-    """Augmented hard targets and teacher soft labels from teacher embeddings (module doc: the rules).
-
-    ``y_trn``: N×L train matrix (binarised here); ``doc_emb``: N×d training-document embeddings (only
-    needed when tau_d > 0); ``lbl_emb``: L×d label embeddings; ``has_text``: bool per label, False for
-    labels whose text is empty.
-    """
-    t0 = time.perf_counter()
-    y = binarize(y_trn)
+    has_text: np.ndarray,
+    counters: _Counters | None = None,
+    knn_options: dict[str, Any] | None = None,
+    distributed: bool = False,
+) -> Iterator[PairChunk]:
+    """The teacher-added pairs, one query chunk at a time: first the label rows (rows N+l, in increasing
+    l), then the document top-up (rows are documents, in no particular order). ``y`` is binarised;
+    ``has_text`` checked. Both builders consume this, so they produce the same pairs."""
     n, n_lbl = y.shape
-    has_text = _check_inputs(y, doc_emb, lbl_emb, has_text, config)
-    knn_opts = dict(index=config.index, chunk_size=config.chunk_size)
-
-    def probs(cos: np.ndarray) -> np.ndarray:
-        return calibrate(cos, config.calibration, config.sigmoid_a, config.sigmoid_c)
-
-    if config.label_rows:
-        y_aug = sp.vstack([y, sp.identity(n_lbl, dtype=np.float32, format="csr")], format="csr")
-    else:
-        y_aug = y
-    y_aug = y_aug.astype(np.float32)
-    y_aug.sort_indices()
-    rows_out: list[np.ndarray] = []
-    cols_out: list[np.ndarray] = []
-    vals_out: list[np.ndarray] = []
+    c = counters or _Counters()
+    knn_opts = dict(index=config.index, chunk_size=config.chunk_size, distributed=distributed,
+                    **(knn_options or {}))
     texted = np.flatnonzero(has_text)
-    n_lbl_pairs = 0
-    t_knn = 0.0
 
     # -- label rows: row N+l gets up to tau_l - 1 label neighbours
     if config.label_rows and config.tau_l > 1 and texted.size:
@@ -152,60 +152,96 @@ def build_soft_labels(
         for s, cos, pos in iter_knn(base, base, config.k, **knn_opts):
             ids = np.where(pos >= 0, texted[np.maximum(pos, 0)], -1)  # back to label ids
             lab = texted[s : s + len(ids)]
-            p = probs(cos)
+            p = _probs(cos, config)
             take = walk(p, ids, ids == lab[:, None], need_all[: len(ids)], config.threshold)
-            r, c = np.nonzero(take)
-            rows_out.append(n + lab[r])
-            cols_out.append(ids[r, c])
-            vals_out.append(p[r, c])
-            n_lbl_pairs += r.size
-        t_knn += time.perf_counter() - t
+            r, k = np.nonzero(take & (p > 0))  # a score of 0 (threshold 0) adds no mass: never stored
+            c.label_pairs += r.size
+            c.seconds_knn += time.perf_counter() - t
+            yield n + lab[r], ids[r, k], p[r, k]
+            t = time.perf_counter()
+        c.seconds_knn += time.perf_counter() - t
 
     # -- document top-up: labels with fewer than tau_d hard positives get their nearest documents
-    n_doc_pairs = 0
-    n_below = 0
     if config.tau_d > 0:
         count = np.bincount(y.indices, minlength=n_lbl).astype(np.int64)
         if config.label_rows:
             count += 1
         short = np.flatnonzero((count < config.tau_d) & has_text)
-        n_below = int(short.size)
+        c.below_tau_d = int(short.size)
         if short.size and n > 0:
             yc = y.tocoo()
             keys = np.sort(yc.col.astype(np.int64) * n + yc.row.astype(np.int64))
+            del yc
             t = time.perf_counter()
             for s, cos, docs in iter_knn(lbl_emb[short], doc_emb, config.k, **knn_opts):
                 lab = short[s : s + len(docs)]
                 q = lab[:, None] * n + docs
                 pos = np.minimum(np.searchsorted(keys, q), max(keys.size - 1, 0))
                 known = (keys[pos] == q) if keys.size else np.zeros(q.shape, dtype=bool)
-                p = probs(cos)
+                p = _probs(cos, config)
                 take = walk(p, docs, known, config.tau_d - count[lab], config.threshold)
-                r, c = np.nonzero(take)
-                rows_out.append(docs[r, c])
-                cols_out.append(lab[r])
-                vals_out.append(p[r, c])
-                n_doc_pairs += r.size
-            t_knn += time.perf_counter() - t
+                r, k = np.nonzero(take & (p > 0))
+                c.doc_pairs += r.size
+                c.seconds_knn += time.perf_counter() - t
+                yield docs[r, k], lab[r], p[r, k]
+                t = time.perf_counter()
+            c.seconds_knn += time.perf_counter() - t
 
-    n_rows = y_aug.shape[0]
-    if rows_out:
-        rows = np.concatenate(rows_out)
-        cols = np.concatenate(cols_out)
-        vals = np.concatenate(vals_out).astype(np.float32)
+
+def soft_stats(c: _Counters, labels_touched: int, n_without_text: int, score_sum: float, n_pairs: int,
+               seconds: float) -> dict[str, Any]:
+    return {
+        "pairs_label_rows": int(c.label_pairs),
+        "pairs_doc_topup": int(c.doc_pairs),
+        "labels_touched": int(labels_touched),
+        "labels_below_tau_d": int(c.below_tau_d),
+        "labels_without_text": int(n_without_text),
+        "mean_score": float(score_sum / n_pairs) if n_pairs else 0.0,
+        "seconds_neighbours": round(c.seconds_knn, 3),  # kNN search and walks
+        "seconds": round(seconds, 3),
+    }
+
+
+def build_soft_labels(
+    y_trn: sp.spmatrix,
+    doc_emb: np.ndarray | None,
+    lbl_emb: np.ndarray,
+    config: SoftLabelConfig,
+    has_text: np.ndarray | None = None,
+    *,
+    knn_options: dict[str, Any] | None = None,
+    distributed: bool = False,
+) -> SoftLabels:
+    """Augmented hard targets and teacher soft labels from teacher embeddings (module doc: the rules).
+
+    ``y_trn``: N×L train matrix (binarised here); ``doc_emb``: N×d training-document embeddings (only
+    needed when tau_d > 0); ``lbl_emb``: L×d label embeddings; ``has_text``: bool per label, False for
+    labels whose text is empty. ``knn_options``: extra arguments of :func:`iter_knn` (``ivf_nlist``,
+    ``nprobe``, ...); ``distributed``: under torchrun, the kNN is sharded over the ranks (every rank
+    must call this and gets the whole result). For L and N too large to hold the output in memory, see
+    :func:`lever_plugins.soft_labels.stream.write_soft_labels`.
+    """
+    t0 = time.perf_counter()
+    y = binarize(y_trn)
+    n, n_lbl = y.shape
+    has_text = _check_inputs(y, doc_emb, lbl_emb, has_text, config)
+    if config.label_rows:
+        y_aug = sp.vstack([y, sp.identity(n_lbl, dtype=np.float32, format="csr")], format="csr")
+    else:
+        y_aug = y
+    y_aug = y_aug.astype(np.float32)
+    y_aug.sort_indices()
+    counters = _Counters()
+    parts = list(iter_soft_pairs(y, doc_emb, lbl_emb, config, has_text, counters, knn_options, distributed))
+    if parts:
+        rows = np.concatenate([p[0] for p in parts])
+        cols = np.concatenate([p[1] for p in parts])
+        vals = np.concatenate([p[2] for p in parts]).astype(np.float32)
     else:
         rows = cols = np.zeros(0, dtype=np.int64)
         vals = np.zeros(0, dtype=np.float32)
-    soft = sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_lbl), dtype=np.float32)
+    soft = sp.csr_matrix((vals, (rows, cols)), shape=(y_aug.shape[0], n_lbl), dtype=np.float32)
     soft.sort_indices()
-    stats = {
-        "pairs_label_rows": int(n_lbl_pairs),
-        "pairs_doc_topup": int(n_doc_pairs),
-        "labels_touched": int(np.unique(cols).size),
-        "labels_below_tau_d": n_below,
-        "labels_without_text": int(n_lbl - texted.size),
-        "mean_score": float(vals.mean()) if vals.size else 0.0,
-        "seconds_neighbours": round(t_knn, 3),  # kNN search and walks
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    stats = soft_stats(counters, np.unique(cols).size, n_lbl - int(has_text.sum()), float(vals.sum()), vals.size,
+                       time.perf_counter() - t0)
     return SoftLabels(y_aug=y_aug, soft=soft, n_docs=n, stats=stats)

@@ -7,16 +7,23 @@ paths differ, we checked), so each chunk is searched with k + 1 and the rows who
 scores tie (duplicate embeddings, e.g. identical label texts) are searched again with a doubled k until
 the tie group is complete, then cut at k. HNSW/IVF are approximate and get no such guarantee at the
 k-th place; their within-row order is still (-score, id).
+
+Multi-process (``distributed=True`` under torchrun): every rank builds the index over the whole base and
+searches every K-th query chunk (rank r takes chunks r, r + K, ...); after each round the K chunks are
+gathered in order, so every rank sees exactly the one-process sequence of chunks. With CUDA each rank
+puts its faiss index on its own GPU (``LOCAL_RANK``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from lever_plugins import distributed as dist
 from lever_plugins.errors import ConfigError
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
@@ -63,6 +70,7 @@ def _build_index(
     k: int,
     ivf_nlist: int | None,
     nprobe: int,
+    ivf_points_per_list: int = 256,
 ) -> Any:
     import faiss
 
@@ -81,13 +89,16 @@ def _build_index(
         nlist = max(1, min(nlist, n))
         quantizer = faiss.IndexFlatIP(d)
         idx = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        # k-means on at most this many points per list (faiss subsamples; 256 is its default)
+        idx.cp.max_points_per_centroid = max(int(ivf_points_per_list), 1)
         idx.train(base)
         idx.nprobe = max(1, min(nprobe, nlist))
     else:
         raise ConfigError(f"index {index!r} is not one of {', '.join(INDEX_KINDS)}", where="soft_labels.index")
     if gpu:
         res = faiss.StandardGpuResources()
-        idx = faiss.index_cpu_to_gpu(res, 0, idx)
+        gpu_id = int(os.environ.get("LOCAL_RANK", "0")) % faiss.get_num_gpus()  # one GPU per torchrun rank
+        idx = faiss.index_cpu_to_gpu(res, gpu_id, idx)
         idx._lever_res = res  # keep the resources alive as long as the index
         if index == "ivf":
             idx.nprobe = max(1, min(nprobe, nlist))
@@ -123,11 +134,14 @@ def iter_knn(
     ef_search: int = 128,
     ivf_nlist: int | None = None,
     nprobe: int = 16,
+    distributed: bool = False,
+    ivf_points_per_list: int = 256,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Like :func:`knn_search`, but yields ``(start, scores, ids)`` for each chunk of ``chunk_size``
     query rows, so a caller that reduces each chunk (the soft-label builder) never holds all n × k.
 
-    The index is built once, before the first chunk.
+    The index is built once, before the first chunk. ``distributed``: under torchrun, every rank must
+    call this; the chunks are searched round-robin over the ranks and gathered (module doc).
     """
     if k < 1:
         raise ConfigError(f"k = {k} must be >= 1", where="soft_labels.k")
@@ -145,17 +159,34 @@ def iter_knn(
         return
     idx = None
     if kk > 0:
-        idx = _build_index(b, index, _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe)
-    for s in range(0, n, chunk_size):
-        e = min(n, s + chunk_size)
+        idx = _build_index(b, index, _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe, ivf_points_per_list)
+
+    def chunk(s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.full((e - s, k), -np.inf, dtype=np.float32)
         ids = np.full((e - s, k), -1, dtype=np.int64)
-        if idx is not None:
+        if idx is not None and e > s:
             if index == "flat":
                 scores[:, :kk], ids[:, :kk] = _search_exact(idx, q[s:e], kk, b.shape[0])
             else:
                 scores[:, :kk], ids[:, :kk] = _sort_rows(*_search(idx, q[s:e], kk))
-        yield s, scores, ids
+        return scores, ids
+
+    starts = list(range(0, n, chunk_size))
+    if not (distributed and dist.active()):
+        for s in starts:
+            yield s, *chunk(s, min(n, s + chunk_size))
+        return
+    world, me = dist.world_size(), dist.rank()
+    for r0 in range(0, len(starts), world):
+        group = starts[r0 : r0 + world]
+        lo = group[me] if me < len(group) else n  # no chunk left for this rank in the last round
+        sc, ii = chunk(lo, min(n, lo + chunk_size))
+        all_sc, all_ii = dist.gather_rows(sc), dist.gather_rows(ii)
+        off = 0
+        for s in group:
+            m = min(n, s + chunk_size) - s
+            yield s, all_sc[off : off + m], all_ii[off : off + m]
+            off += m
 
 
 def _search(idx: Any, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +225,8 @@ def knn_search(
     ef_search: int = 128,
     ivf_nlist: int | None = None,
     nprobe: int = 16,
+    distributed: bool = False,
+    ivf_points_per_list: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every query row among the base rows.
 
@@ -201,15 +234,18 @@ def knn_search(
     ``chunk_size`` rows at a time, so besides the index only the n × k outputs grow with n.
     If ``k`` exceeds the base size, the missing places are padded with id -1 and score -inf.
     ``index``: "flat" (exact IndexFlatIP), "hnsw" (IndexHNSWFlat, inner product, CPU only) or "ivf"
-    (IndexIVFFlat, ``ivf_nlist`` lists, default 4·sqrt(n_base)); a faiss GPU index is used when
-    faiss sees a GPU and ``device`` is "auto" or "cuda".
+    (IndexIVFFlat, ``ivf_nlist`` lists, default 4·sqrt(n_base), k-means on at most ``ivf_points_per_list``
+    sampled points per list); a faiss GPU index is used when
+    faiss sees a GPU and ``device`` is "auto" or "cuda". ``distributed``: under torchrun, each rank
+    searches a share of the query chunks and every rank returns the whole result (module doc).
 
     Returns ``(scores float32 [n, k], ids int64 [n, k])``, rows ordered as the module doc says.
     """
     n = np.shape(queries)[0]
     scores = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
-    for s, sc, ii in iter_knn(queries, base, k, index, chunk_size, device, hnsw_m, ef_search, ivf_nlist, nprobe):
+    for s, sc, ii in iter_knn(queries, base, k, index, chunk_size, device, hnsw_m, ef_search, ivf_nlist, nprobe,
+                              distributed=distributed, ivf_points_per_list=ivf_points_per_list):
         scores[s : s + len(sc)] = sc
         ids[s : s + len(sc)] = ii
     return scores, ids

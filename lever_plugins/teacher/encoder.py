@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lever_plugins import distributed as dist
 from lever_plugins.config import DEFAULT_MODEL
 from lever_plugins.errors import LeverError
 from lever_plugins.runs import atomic_path, write_json
@@ -329,7 +330,10 @@ def embed_cached(
     """Embeddings of ``texts`` (L2-normalised float32), encoding only texts not already cached.
 
     The cache key is (model identity, max_len) for the folder and sha256 of each text inside it.
+    Under torchrun every rank calls this: each encodes a slice of the missing texts, the slices are
+    gathered in order and rank 0 writes the cache.
     """
+    dist.barrier()  # every rank sees the same cache (rank 0 may just have written a shard)
     path = resolve_model(model)
     folder = cache_folder(cache_dir, path, max_len)
     cache = EmbeddingCache(folder)
@@ -341,11 +345,15 @@ def embed_cached(
     # Encode each distinct missing text once.
     uniq_h, first, inverse = np.unique(hashes[missing], return_index=True, return_inverse=True)
     enc = Encoder(path, max_len, device=device)
-    new = enc.encode([texts[i] for i in missing[first]], batch_size=batch_size, progress=progress)
-    if not (folder / "meta.json").exists():
-        write_json(folder / "meta.json", {"model": model, "path": path, "max_len": max_len,
-                                          "pooling": "mean", "normalize": "l2"})
-    cache.add(uniq_h, new)
+    new = dist.encode_sharded(
+        lambda part: enc.encode(list(part), batch_size=batch_size, progress=progress and dist.is_main()),
+        [texts[i] for i in missing[first]])
+    if dist.is_main():
+        if not (folder / "meta.json").exists():
+            write_json(folder / "meta.json", {"model": model, "path": path, "max_len": max_len,
+                                              "pooling": "mean", "normalize": "l2"})
+        cache.add(uniq_h, new)
+    dist.barrier()
     if out is None:
         out = np.zeros((len(texts), new.shape[1]), dtype=np.float32)
     out[missing] = new[inverse.reshape(-1)]

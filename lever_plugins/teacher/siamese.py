@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lever_plugins import distributed as dist
 from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.faults import crash_point
@@ -188,9 +189,14 @@ class SiameseTeacher:
         return self._encoder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 embeddings with the trained (or, if not trained, pre-trained) encoder."""
-        return self.encoder.encode(list(texts), batch_size=max(self.config.batch_size, 128),
-                                   progress=self.progress)
+        """L2-normalised float32 embeddings with the trained (or, if not trained, pre-trained) encoder.
+
+        Under torchrun each rank encodes a contiguous slice and the slices are gathered in order.
+        """
+        enc, bs = self.encoder, max(self.config.batch_size, 128)
+        return dist.encode_sharded(
+            lambda part: enc.encode(list(part), batch_size=bs, progress=self.progress and dist.is_main()),
+            list(texts))
 
     # -- training
     def fit(
@@ -237,7 +243,9 @@ class SiameseTeacher:
             stats = self._fit(list(doc_texts), list(lbl_texts), y, workdir, resume, stop_after_epochs)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         self.stats = stats
-        write_json(workdir / STATS, stats)
+        if dist.is_main():
+            write_json(workdir / STATS, stats)
+        dist.barrier()
         return stats
 
     def _fit(self, doc_texts: list[str], lbl_texts: list[str], y: sp.csr_matrix, workdir: Path,
@@ -254,6 +262,9 @@ class SiameseTeacher:
         enc = self.encoder
         model, dev = enc.model, enc.device
         self._pristine = False
+        world, rank = dist.world_size(), dist.rank()
+        main = rank == 0
+        show = self.progress and main
 
         ycsc = y.tocsc()
         ycsc.sort_indices()
@@ -303,44 +314,77 @@ class SiameseTeacher:
                 clusters = np.split(flat, np.cumsum(sizes)[:-1])
             clustered_size = int(ckpt["clustered_size"])
             start_epoch, step, history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+        # One module whose forward encodes labels and documents: DDP needs one forward per backward.
+        net: torch.nn.Module = _PairForward(enc)
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Parameters outside the mean-pooled path (BERT's pooler) get no gradient: let DDP skip them.
+            net = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                          find_unused_parameters=True)
 
         self.step_times = []
         train_seconds, docs_seen, epochs_run = 0.0, 0, 0
         for epoch in range(start_epoch, c.epochs):
             if stop_after is not None and epochs_run >= stop_after:
                 break
+            if world > 1:  # independent dropout masks per rank, reproducible and resumable per epoch
+                torch.manual_seed(self.seed * 1_000_003 + epoch * 1_009 + rank)
             # ---- batch order: random before cluster_start, then shuffled balanced clusters
             size = self.cluster_size_at(epoch)
             if epoch >= c.cluster_start:
                 due = (epoch - c.cluster_start) % max(c.cluster_update, 1) == 0
                 if clusters is None or due or size != clustered_size:
-                    if not filled.all():  # e.g. cluster_start = 0: no training embeddings yet
-                        todo = np.flatnonzero(~filled)
-                        bank[todo] = enc.encode_ids(lbl_ids[todo], lbl_lens[todo], progress=False)
-                        filled[todo] = True
-                    clusters = balanced_clusters(bank, size, rng)
+                    # Rank 0 clusters; the other ranks take its clusters and its RNG state (clustering
+                    # draws from the same generator that orders the batches).
+                    todo = np.flatnonzero(~filled)
+                    if main:
+                        if todo.size:  # e.g. cluster_start = 0: no training embeddings yet
+                            bank[todo] = enc.encode_ids(lbl_ids[todo], lbl_lens[todo], progress=False)
+                        clusters = balanced_clusters(bank, size, rng)
+                    if world > 1:
+                        got = dist.broadcast_object(
+                            (clusters, rng.bit_generator.state, bank[todo]) if main else None)
+                        clusters, rng.bit_generator.state, bank[todo] = got
+                    filled[todo] = True
                     clustered_size = size
                 order = np.concatenate([clusters[i] for i in rng.permutation(len(clusters))])
             else:
                 order = rng.permutation(n_items)
             batches = [order[s : s + bsz] for s in range(0, n_items, bsz) if len(order[s : s + bsz]) >= 2]
 
-            model.train()
+            net.train()
             losses = []
             t_epoch = time.perf_counter()
             bar = tqdm(batches, desc=f"teacher epoch {epoch + 1}/{c.epochs}", unit="batch",
-                       disable=not self.progress, leave=False)
+                       disable=not show, leave=False)
             for b in bar:
                 t_step = time.perf_counter()
                 lbls = items[b]
-                docs = sample_positives(ycsc, lbls, rng)
+                docs = sample_positives(ycsc, lbls, rng)  # the whole batch, identically on every rank
                 pos = torch.from_numpy(batch_targets(y, docs, lbls)).to(dev)
-                lx, lm = enc.batch_tensors(lbl_ids[b], lbl_lens[b])
                 rows = doc_row[docs]
-                dx, dm = enc.batch_tensors(doc_ids[rows], doc_lens[rows])
+                if world > 1:
+                    # This rank's contiguous share of the batch, padded to the largest share (the padding
+                    # rows are dropped after the gather, so they get no gradient).
+                    bounds = dist.shard_bounds(len(b), world)
+                    sizes = [hi - lo for lo, hi in bounds]
+                    lo, hi = bounds[rank]
+                    mine = np.arange(lo, hi)
+                    mine = np.concatenate([mine, np.zeros(max(sizes) - len(mine), dtype=np.int64)])
+                    lx, lm = enc.batch_tensors(lbl_ids[b[mine]], lbl_lens[b[mine]])
+                    dx, dm = enc.batch_tensors(doc_ids[rows[mine]], doc_lens[rows[mine]])
+                else:
+                    lx, lm = enc.batch_tensors(lbl_ids[b], lbl_lens[b])
+                    dx, dm = enc.batch_tensors(doc_ids[rows], doc_lens[rows])
                 with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-                    le = enc.forward(lx, lm)
-                    de = enc.forward(dx, dm)
+                    le, de = net(lx, lm, dx, dm)
+                if world > 1:
+                    # Every rank scores the whole batch (in-batch negatives span all ranks) and computes the
+                    # same loss; the gather's backward sums the ranks' gradients and DDP averages them, which
+                    # together give exactly the one-process gradient.
+                    le = dist.gather_tensor_rows(le, sizes)
+                    de = dist.gather_tensor_rows(de, sizes)
                 scores = le @ de.T
                 loss = self._loss(scores, pos)
                 opt.zero_grad(set_to_none=True)
@@ -368,35 +412,39 @@ class SiameseTeacher:
             history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                             "steps": len(batches), "cluster_size": clustered_size if epoch >= c.cluster_start
                             else None, "seconds": round(time.perf_counter() - t_epoch, 3)})
-            state = {
-                "version": 1, "key": key, "epoch": epoch + 1, "step": step, "history": history,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
-                "np_rng": rng.bit_generator.state,
-                "bank": torch.from_numpy(bank), "filled": torch.from_numpy(filled),
-                "clusters": None if clusters is None else (
-                    torch.from_numpy(np.concatenate(clusters)),
-                    torch.tensor([len(x) for x in clusters], dtype=torch.int64)),
-                "clustered_size": clustered_size,
-            }
-            state["digest"] = _digest(state)  # torch.load does not notice flipped bytes in tensor data
-            with atomic_path(workdir / CHECKPOINT) as tmp:
-                torch.save(state, tmp)
+            if main:  # rank 0 writes; the others wait so that every rank leaves the epoch together
+                state = {
+                    "version": 1, "key": key, "epoch": epoch + 1, "step": step, "history": history,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                    "np_rng": rng.bit_generator.state,
+                    "bank": torch.from_numpy(bank), "filled": torch.from_numpy(filled),
+                    "clusters": None if clusters is None else (
+                        torch.from_numpy(np.concatenate(clusters)),
+                        torch.tensor([len(x) for x in clusters], dtype=torch.int64)),
+                    "clustered_size": clustered_size,
+                }
+                state["digest"] = _digest(state)  # torch.load does not notice flipped bytes in tensor data
+                with atomic_path(workdir / CHECKPOINT) as tmp:
+                    torch.save(state, tmp)
             crash_point("teacher", "epoch", epoch + 1)
+            dist.barrier()
 
         done = start_epoch + epochs_run
         model.eval()
-        if done >= c.epochs and (epochs_run > 0 or not (workdir / MODEL_DIR / "config.json").exists()):
+        if main and done >= c.epochs and (epochs_run > 0 or not (workdir / MODEL_DIR / "config.json").exists()):
             _save_model_dir(enc, workdir / MODEL_DIR, {"max_len": c.max_len, "pooling": "mean",
                                                        "normalize": "l2", "epochs": done, "seed": self.seed})
+        dist.barrier()
         last = history[-1]["loss"] if history else None
         return {
             "epochs": done, "epochs_run": epochs_run, "resumed_from": start_epoch if ckpt else None,
             "complete": done >= c.epochs, "steps": step, "train_seconds": round(train_seconds, 3),
             "docs_per_s": round(docs_seen / train_seconds, 2) if train_seconds > 0 else 0.0,
             "loss": last, "history": history, "labels_trained": int(n_items), "trained": True,
+            "world_size": world, "backend": dist.backend() if world > 1 else None,
         }
 
     def _loss(self, scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -408,6 +456,19 @@ class SiameseTeacher:
     def cluster_size_at(self, epoch: int) -> int:
         """Initial cluster size doubled once for each growth epoch reached."""
         return self.config.cluster_size * 2 ** sum(1 for g in self.config.cluster_growth if g <= epoch)
+
+
+class _PairForward(torch.nn.Module):
+    """Encodes a label batch and a document batch in one forward call (the unit DDP synchronises)."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.model = encoder.model
+        self._encoder = encoder
+
+    def forward(self, lx: torch.Tensor, lm: torch.Tensor, dx: torch.Tensor,
+                dm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._encoder.forward(lx, lm), self._encoder.forward(dx, dm)
 
 
 def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
