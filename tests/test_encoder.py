@@ -147,17 +147,23 @@ def test_embed_cached_misses_on_other_max_len_or_model(tmp_path, tiny_model, mon
     embed_cached(TEXTS[:4], str(tiny_model), 16, cache, device="cpu", progress=False)
     embed_cached(TEXTS[:4], str(tiny_model), 8, cache, device="cpu", progress=False)
     assert len(count.calls) == 2
-    # Rewriting the weights (as a training run's save_pretrained does) changes the model identity.
+    # The same weights in another folder (another venv) share the cache; touching a file does not matter.
     import shutil
 
     other = tmp_path / "copy"
     shutil.copytree(tiny_model, other)
-    embed_cached(TEXTS[:4], str(other), 16, cache, device="cpu", progress=False)
-    assert len(count.calls) == 3
-    before = encmod.model_identity(other)
     w = other / "model.safetensors"
     os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))
+    embed_cached(TEXTS[:4], str(other), 16, cache, device="cpu", progress=False)
+    assert len(count.calls) == 2
+    # Rewriting the weights (as a training run's save_pretrained does) changes the model identity.
+    before = encmod.model_identity(other)
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 1
+    w.write_bytes(bytes(data))
     assert encmod.model_identity(other) != before
+    embed_cached(TEXTS[:4], str(other), 16, cache, device="cpu", progress=False)
+    assert len(count.calls) == 3
 
 
 def test_cache_ignores_orphan_and_broken_shards(tmp_path, tiny_model):

@@ -6,6 +6,7 @@ built on plain ``transformers`` so the teacher can train it with its own loop.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -108,20 +109,32 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def model_identity(path: str | Path) -> str:
-    """Short hash naming the weights at ``path``: folder, config and each weight file's size and mtime.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
-    Cheap (no read of the weights) and changes whenever save_pretrained rewrites the model.
-    """
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file; memoised per (path, size, mtime) so a process reads each weight file once."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(path: str | Path) -> str:
+    """Short hash naming the model at ``path`` by content: config, tokenizer files and the sha256 of each
+    weight file. The same weights in another folder or virtualenv share one embedding cache; rewritten
+    weights (a training run's save_pretrained) get a new one. Without weight files, the folder names it."""
     path = Path(path)
-    parts: list[Any] = [str(path.resolve())]
-    cfg = path / "config.json"
-    parts.append(hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file() else None)
-    for name in WEIGHT_FILES:
+    parts: list[Any] = []
+    for name in ("config.json", *TOKENIZER_FILES, *WEIGHT_FILES):
         f = path / name
         if f.is_file():
             st = f.stat()
-            parts.append([name, st.st_size, st.st_mtime_ns])
+            parts.append([name, _content_digest(str(f.resolve()), st.st_size, st.st_mtime_ns)])
+    if not any(p[0] in WEIGHT_FILES for p in parts):
+        parts.append(str(path.resolve()))
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
