@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 from lever_renee import patches as rp
 
-from lever_plugins.wrap import Patch
+from lever_plugins.wrap import Patch, patched
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 STANDIN_RENEE = STANDINS / "renee"
@@ -156,6 +157,26 @@ def batch_targets(out: dict, accum: int) -> np.ndarray:
         for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
             rows[a:b] += k * step
     return np.asarray(T[ids[rows], z[1]]).ravel()
+
+
+def check_soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: bool) -> dict:
+    """Patched: the batch carries each entry's soft value, and the backward equals autograd of
+    BCEWithLogits(sum) against the soft target (gradients to 1e-5, loss value to rel 1e-5)."""
+    with patched(loss_patches()):
+        out = soft_backward(dl_base, tmp, accum, use_custom)
+    np.testing.assert_array_equal(out["batch"]["zv"].numpy(), batch_targets(out, accum))
+    torch.testing.assert_close(out["grad_input"], out["ref_grad_input"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["grad_w"], out["ref_grad_w"], atol=1e-5, rtol=1e-5)
+    assert out["loss"] == pytest.approx(out["ref_loss"], rel=1e-5)
+    return out
+
+
+def check_unpatched_binarises(dl_base: types.ModuleType, tmp: Path) -> None:
+    """Unpatched: no soft values in the batch, and the loss is BCE against the binarised targets."""
+    out = soft_backward(dl_base, tmp, 1, False)
+    assert "zv" not in out["batch"]
+    assert not torch.allclose(out["grad_input"], out["ref_grad_input"], atol=1e-3)
+    assert out["loss"] == pytest.approx(out["binary_loss"], rel=1e-5)
 
 
 def default_impl_targets(dl_base: types.ModuleType, tmp: Path) -> tuple[torch.Tensor, np.ndarray]:

@@ -13,18 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from conftest import DEBTAGS, lever
 from lever_renee import files
 from lever_renee.adapter import TESTED, ReneeAdapter
 from renee_checks import (
-    batch_targets,
     check_reader_and_propensity,
     check_reversible,
+    check_soft_backward,
+    check_unpatched_binarises,
     cpu_train,
     default_impl_targets,
-    loss_patches,
-    soft_backward,
     upstream_modules,
 )
 
@@ -64,19 +62,11 @@ def test_doctor_on_real_checkout_and_a_renamed_symbol(tmp_path: Path):
 
 @pytest.mark.parametrize(("accum", "use_custom"), [(1, False), (3, False), (1, True)])
 def test_real_patched_backward_is_autograd_of_soft_bce(real, tmp_path: Path, accum: int, use_custom: bool):
-    with patched(loss_patches()):
-        out = soft_backward(real, tmp_path, accum, use_custom)
-    np.testing.assert_array_equal(out["batch"]["zv"].numpy(), batch_targets(out, accum))
-    torch.testing.assert_close(out["grad_input"], out["ref_grad_input"], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out["grad_w"], out["ref_grad_w"], atol=1e-5, rtol=1e-5)
-    assert out["loss"] == pytest.approx(out["ref_loss"], rel=1e-5)
+    check_soft_backward(real, tmp_path, accum, use_custom)
 
 
 def test_real_unpatched_backward_binarises(real, tmp_path: Path):
-    out = soft_backward(real, tmp_path, 1, False)
-    assert "zv" not in out["batch"]
-    assert not torch.allclose(out["grad_input"], out["ref_grad_input"], atol=1e-3)
-    assert out["loss"] == pytest.approx(out["binary_loss"], rel=1e-5)
+    check_unpatched_binarises(real, tmp_path)
 
 
 def test_real_default_impl_gets_the_values(real, tmp_path: Path):
