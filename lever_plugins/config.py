@@ -100,6 +100,9 @@ class TrainerConfig:
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
     knn_alpha: float = 0.0  # >0: fuse (1-a)*sigmoid(logit) + a*kNN vote of the knn_k nearest training rows
     knn_k: int = 10
+    solver: str = "sgd"  # "sgd": mini-batch Adam; "lbfgs": full-batch L-BFGS on the convex L2 problem (full mode)
+    l2: float = 1e-5  # lbfgs: L2 penalty (l2/2)·|W|² on the per-row mean loss (bias not penalised)
+    max_iter: int = 200  # lbfgs: iterations
     device: str = "auto"
     upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
     upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point
@@ -208,6 +211,7 @@ _CHOICES = {
     ("soft_labels", "calibration"): ("linear", "sigmoid"),
     ("soft_labels", "blend_mode"): ("paper", "union"),
     ("trainer", "negatives"): ("full", "shortlist"),
+    ("trainer", "solver"): ("sgd", "lbfgs"),
     ("data", "text"): ("title", "title+content"),
     ("eval", "reference"): ("", "plt"),
 }
@@ -247,6 +251,8 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "hidden"): (">= 0", lambda v: v >= 0),
     ("trainer", "top_k"): (">= 1", lambda v: v >= 1),
     ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),
+    ("trainer", "l2"): (">= 0", lambda v: v >= 0),
+    ("trainer", "max_iter"): (">= 1", lambda v: v >= 1),
     ("eval", "k"): ("a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1),
     ("eval", "bootstrap"): (">= 1", lambda v: v >= 1),
     ("eval", "confidence"): ("in (0, 1)", lambda v: 0.0 < v < 1.0),

@@ -1,0 +1,127 @@
+"""The full-batch L-BFGS solver of the built-in trainer against scikit-learn's logistic regression.
+
+The objective decomposes over labels into independent L2-regularised logistic regressions, so
+sklearn's ``LogisticRegression`` (an independent solver, intercept not penalised, C = 1/(l2·M))
+fitted label by label is an exact oracle; soft targets t become two weighted copies of each row
+(label 1 with weight t, label 0 with weight 1 − t), which has the same loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from lever_plugins.config import TrainerConfig
+from lever_plugins.errors import ConfigError
+from lever_plugins.trainer import lbfgs as lbfgs_mod
+from lever_plugins.trainer import ova
+
+torch = pytest.importorskip("torch")
+linear_model = pytest.importorskip("sklearn.linear_model")
+
+
+def problem(n: int = 240, d: int = 6, V: int = 40, L: int = 4, seed: int = 0, soft: bool = False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    xs = sp.random(n, V, density=0.1, format="csr", dtype=np.float32, random_state=seed)
+    w_true = rng.standard_normal((d, L))
+    ws_true = rng.standard_normal((V, L)) * 2
+    logit = x @ w_true + xs @ ws_true - 1.0
+    p = 1 / (1 + np.exp(-logit))
+    y = (rng.random((n, L)) < p).astype(np.float32)
+    if soft:  # some soft entries in (0, 1), like LEVER's blended targets
+        y = np.where(rng.random((n, L)) < 0.2, rng.random((n, L)).astype(np.float32), y)
+    return x, xs, sp.csr_matrix(y)
+
+
+def cfg(**kw) -> TrainerConfig:
+    base = dict(negatives="full", solver="lbfgs", l2=1e-2, max_iter=500, top_k=4, device="cpu")
+    base.update(kw)
+    return TrainerConfig(**base)
+
+
+def bce(logits, targets):
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+
+def sklearn_oracle(x, xs, y, l2):
+    """Per-label weighted logistic regression on [x, xs]: (coef L×(d+V), intercept L)."""
+    feats = np.hstack([x, xs.toarray()]).astype(np.float64)
+    n = feats.shape[0]
+    dense_y = y.toarray()
+    coefs, icpts = [], []
+    for j in range(y.shape[1]):
+        t = dense_y[:, j]
+        X2 = np.vstack([feats, feats])
+        lab = np.r_[np.ones(n), np.zeros(n)]
+        sw = np.r_[t, 1 - t]
+        keep = sw > 0
+        clf = linear_model.LogisticRegression(C=1.0 / (l2 * n), tol=1e-10, max_iter=5000)
+        clf.fit(X2[keep], lab[keep], sample_weight=sw[keep])
+        coefs.append(clf.coef_[0])
+        icpts.append(clf.intercept_[0])
+    return np.array(coefs), np.array(icpts)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_lbfgs_matches_sklearn_logistic_regression(soft):
+    x, xs, y = problem(soft=soft)
+    model, stats = ova.train(x, y, cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
+    coef, icpt = sklearn_oracle(x, xs, y, l2=1e-2)
+    ours = np.hstack([model.weight, model.sparse_weight.T])
+    np.testing.assert_allclose(ours, coef, atol=2e-3, rtol=1e-2)
+    np.testing.assert_allclose(model.bias, icpt, atol=2e-3, rtol=1e-2)
+    assert stats["solver"] == "lbfgs" and stats["objective"] < stats["objective_first"]
+
+
+def test_lbfgs_dense_only_matches_sklearn():
+    x, xs, y = problem(seed=1)
+    model, _ = ova.train(x, y, cfg(l2=3e-2), seed=0, loss_fn=bce, progress=False)
+    coef, icpt = sklearn_oracle(x, sp.csr_matrix((x.shape[0], 0), dtype=np.float32), y, l2=3e-2)
+    assert model.sparse_weight is None
+    np.testing.assert_allclose(model.weight, coef, atol=2e-3, rtol=1e-2)
+    np.testing.assert_allclose(model.bias, icpt, atol=2e-3, rtol=1e-2)
+
+
+def test_loss_comes_from_the_hook():
+    """The solver minimises whatever the lever_loss hook returns: doubling the loss is the same
+    problem as halving the penalty (and a different one from the original)."""
+    x, xs, y = problem(seed=2)
+    a, _ = ova.train(x, y, cfg(l2=2e-2), seed=0, loss_fn=lambda z, t: 2 * bce(z, t), progress=False, x_sparse=xs)
+    b, _ = ova.train(x, y, cfg(l2=1e-2), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
+    c, _ = ova.train(x, y, cfg(l2=2e-2), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
+    np.testing.assert_allclose(a.sparse_weight, b.sparse_weight, atol=2e-3)
+    assert np.abs(a.sparse_weight - c.sparse_weight).max() > 0.05
+
+
+def test_chunking_does_not_change_the_solution(monkeypatch):
+    x, xs, y = problem(seed=3)
+    one, one_stats = ova.train(x, y, cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
+    monkeypatch.setattr(lbfgs_mod, "CHUNK_ENTRIES", 7 * y.shape[1])  # 7-row chunks, last one shorter
+    many, stats = ova.train(x, y, cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
+    # same optimum; float32 sums in another order only move where the solver stops
+    np.testing.assert_allclose(one.sparse_weight, many.sparse_weight, atol=2e-3)
+    np.testing.assert_allclose(one.bias, many.bias, atol=2e-3)
+    assert abs(stats["objective"] - one_stats["objective"]) < 1e-6
+
+
+def test_deterministic_and_predicts_top_k():
+    x, xs, y = problem(seed=4)
+    s1, _ = ova.train_predict(x, y, x[:30], cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=(xs, xs[:30]))
+    s2, _ = ova.train_predict(x, y, x[:30], cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=(xs, xs[:30]))
+    assert (s1 != s2).nnz == 0
+    model, _ = ova.train(x, y, cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
+    dense = model.scores(x[:30], xs[:30])
+    expect = np.sort(dense, axis=1)[:, ::-1]
+    np.testing.assert_allclose(np.sort(s1.toarray(), axis=1)[:, ::-1], expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", [dict(negatives="shortlist"), dict(hidden=8)])
+def test_lbfgs_refuses_what_it_cannot_train(change):
+    x, xs, y = problem(seed=5)
+    config = dataclasses.replace(cfg(), **change)
+    with pytest.raises(ConfigError, match="solver = 'lbfgs'"):
+        ova.train(x, y, config, seed=0, loss_fn=bce, progress=False, x_sparse=None)
