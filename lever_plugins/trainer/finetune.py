@@ -24,6 +24,7 @@ negatives, the sparse TF-IDF head, the loss reduction) is the frozen trainer's o
   rows (documents and, for +LEVER, label rows) and the test rows are both re-encoded with the trained
   encoder after training — not the pre-trained features, which would mix two spaces, and not the
   features seen during training, which came from a moving encoder in train mode (dropout).
+* **Device**: ``[trainer] device`` (the head's); ``[encoder] device`` only serves the frozen features.
 * **Dropout** stays on while training (the model's own configuration), off for every encoding pass.
 * **AMP**: on CUDA the encoder's forward runs under bf16 autocast where the GPU supports bf16; fp16 would
   need a loss scaler shared with the head's optimisers, so older GPUs train in fp32. On CPU there is no
