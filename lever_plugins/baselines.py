@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lever_plugins.config import RunConfig, config_hash
+from lever_plugins.config import RunConfig, config_hash, trainer_key
 from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
 from lever_plugins.runs import Run, write_json
@@ -199,7 +199,9 @@ class Ensemble:
             ctx.log,
             texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]),
         )
-        key = config_hash(tkey, base_key, cfg.trainer, cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS)
+        key = config_hash(
+            tkey, base_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS
+        )
         art = "baselines/ensemble/scores.npz"
         ek = eval_kwargs(ds, cfg)
 

@@ -87,7 +87,9 @@ class SoftLabelConfig:
 @dataclass
 class TrainerConfig:
     adapter: str = "builtin"
-    finetune: bool = False  # fine-tuning the encoder in the built-in trainer: not implemented yet
+    finetune: bool = False  # builtin: train the [encoder] jointly with the head on the arm's texts
+    encoder_lr: float = 2e-5  # finetune: AdamW learning rate of the encoder (the head keeps lr)
+    encoder_warmup: float = 0.1  # finetune: fraction of the steps with linear warm-up, then linear decay to 0
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-2
@@ -253,6 +255,8 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),
     ("trainer", "l2"): (">= 0", lambda v: v >= 0),
     ("trainer", "max_iter"): (">= 1", lambda v: v >= 1),
+    ("trainer", "encoder_lr"): (">= 0", lambda v: v >= 0),
+    ("trainer", "encoder_warmup"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
     ("eval", "k"): ("a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1),
     ("eval", "bootstrap"): (">= 1", lambda v: v >= 1),
     ("eval", "confidence"): ("in (0, 1)", lambda v: 0.0 < v < 1.0),
@@ -272,15 +276,6 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
         if not ok(value):
             name = f"{section}.{key}" if section else key
             raise _keyed(ConfigError(f"{name} = {value!r} must be {need}", where=where), (section, key))
-    if cfg.trainer.finetune and cfg.trainer.adapter == "builtin":
-        raise _keyed(
-            ConfigError(
-                "trainer.finetune = true is not implemented by the builtin trainer yet",
-                where=where,
-                fix="use frozen features (finetune = false), or train the teacher ([teacher] train = true)",
-            ),
-            ("trainer", "finetune"),
-        )
     return cfg
 
 
@@ -369,6 +364,24 @@ def _toml_line(text: str, keys: tuple[str, ...]) -> int | None:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
+
+
+LBFGS_KEYS = ("solver", "l2", "max_iter")  # read only when trainer.solver is "lbfgs"
+FINETUNE_KEYS = ("encoder_lr", "encoder_warmup")  # read only when trainer.finetune is true
+
+
+def trainer_key(trainer: TrainerConfig) -> dict[str, Any]:
+    """The trainer settings a train stage's cache key depends on: the fine-tuning keys count only when
+    ``finetune`` is on and the L-BFGS keys only with ``solver = "lbfgs"``, so other runs keep the keys
+    (and caches) they had before those keys existed."""
+    d = dataclasses.asdict(trainer)
+    if not trainer.finetune:
+        for k in FINETUNE_KEYS:
+            d.pop(k, None)
+    if trainer.solver == "sgd":
+        for k in LBFGS_KEYS:
+            d.pop(k, None)
+    return d
 
 
 def config_hash(*parts: Any) -> str:

@@ -40,7 +40,10 @@ def lever_register_adapters(register):
     Call ``register(name, factory)``; ``factory(**options)`` (``[trainer] options``) returns an adapter
     with ``train_predict(x_train, targets, x_test, config, seed, ...) -> (test scores CSR, stats)``.
     Adapters for upstream trainers subclass :class:`lever_plugins.wrap.WrapAdapter` (contract,
-    prepare, patches, collect; ``lever wrap`` and ``lever doctor`` use them). Return value ignored.
+    prepare, patches, collect; ``lever wrap`` and ``lever doctor`` use them). An adapter that can train
+    the encoder (``[trainer] finetune = true``) sets ``supports_finetune = True`` and takes ``texts``,
+    ``encoder`` and ``encoder_dir`` in ``train_predict``; the others are refused before any stage runs.
+    Return value ignored.
     """
 
 

@@ -328,6 +328,20 @@ class ArmContext:
 def preflight(cfg: RunConfig) -> Any:
     """Build the adapter and check its upstream (contract, version) before any stage runs."""
     adapter = make_adapter(cfg)
+    if cfg.trainer.finetune and not getattr(adapter, "supports_finetune", False):
+        raise ConfigError(
+            f"adapter {cfg.trainer.adapter!r} cannot fine-tune the encoder (trainer.finetune = true)",
+            where="[trainer] finetune",
+            fix='set finetune = false, or use adapter = "builtin"',
+        )
+    t = cfg.trainer
+    if t.solver == "lbfgs" and (t.negatives != "full" or t.hidden > 0 or t.finetune):
+        raise ConfigError(
+            "trainer.solver = 'lbfgs' fits a linear head on frozen features over all labels, but "
+            + ("negatives = 'shortlist'" if t.negatives != "full" else "hidden > 0" if t.hidden else "finetune = true"),
+            where="[trainer] solver",
+            fix="set negatives = 'full', hidden = 0 and finetune = false, or solver = 'sgd'",
+        )
     if hasattr(adapter, "preflight"):
         adapter.preflight(cfg.trainer.upstream)
     return adapter
@@ -348,9 +362,11 @@ def train_stage(
 ) -> tuple[sp.csr_matrix, dict]:
     """Train one arm through the configured adapter. Adapters whose ``train_predict`` takes ``texts``
     also get the (train rows, test rows) texts, for trainers that build their own features, and
-    those that take ``context`` an :class:`ArmContext`."""
-    key = cfgmod.config_hash(upstream_key, cfg.trainer, cfg.encoder, cfg.seed, arm)
+    those that take ``context`` an :class:`ArmContext`; those that take ``encoder``/``encoder_dir`` (the
+    builtin one: ``finetune``) the ``[encoder]`` settings and ``<arm>/encoder``, its fine-tuned encoder."""
+    key = cfgmod.config_hash(upstream_key, cfgmod.trainer_key(cfg.trainer), cfg.encoder, cfg.seed, arm)
     art = f"{arm}/scores.npz"
+    arts = [art] + ([f"{arm}/encoder/config.json", f"{arm}/encoder/model.safetensors"] if cfg.trainer.finetune else [])
 
     def compute() -> dict:
         adapter = make_adapter(cfg)
@@ -358,6 +374,10 @@ def train_stage(
         extra: dict[str, Any] = {"texts": texts} if "texts" in params else {}
         if "context" in params:
             extra["context"] = context
+        if "encoder" in params:
+            extra["encoder"] = cfg.encoder
+        if "encoder_dir" in params:
+            extra["encoder_dir"] = run.root / arm / "encoder"
         if x_sparse is not None:
             if "x_sparse" not in params:
                 raise ConfigError(
@@ -370,7 +390,7 @@ def train_stage(
         _save_csr(run.root / art, scores)
         return stats
 
-    stats = cached_stage(run, f"train_{arm}", key, [art], compute, log)
+    stats = cached_stage(run, f"train_{arm}", key, arts, compute, log)
     return sp.load_npz(run.root / art).tocsr(), stats
 
 

@@ -35,7 +35,7 @@ def test_int_accepted_for_float(tmp_path: Path):
         ("[teacher]\nloss = 'hinge'\n", "teacher.loss = 'hinge' is not one of triplet, logistic"),
         ("[soft_labels]\nblend_lambda = 1.5\n", "blend_lambda = 1.5 must be in [0, 1]"),
         ("[trainer]\nfinetune = 1\n", "expected true or false"),
-        ("[trainer]\nfinetune = true\n", "not implemented by the builtin trainer"),
+        ("[trainer]\nencoder_warmup = 1.5\n", "trainer.encoder_warmup = 1.5 must be in [0, 1]"),
         ("[sfot_labels]\n", "did you mean 'soft_labels'"),
         ("seed = [\n", "invalid TOML"),
     ],

@@ -142,7 +142,7 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         tud.fill_uninitialized_memory = fill
 
 
-def _save_model_dir(encoder: Encoder, dest: Path, meta: dict[str, Any]) -> None:
+def _save_model_dir(encoder: Encoder, dest: Path, meta: dict[str, Any], meta_name: str = "lever_teacher.json") -> None:
     """save_pretrained into a temp folder beside ``dest``, then swap it in by rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -150,7 +150,7 @@ def _save_model_dir(encoder: Encoder, dest: Path, meta: dict[str, Any]) -> None:
     try:
         encoder.model.save_pretrained(tmp)
         encoder.tokenizer.save_pretrained(tmp)
-        write_json(tmp / "lever_teacher.json", meta)
+        write_json(tmp / meta_name, meta)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{time.time_ns()}")
             dest.rename(old)

@@ -365,6 +365,7 @@ def train(
     y_valid: sp.spmatrix | None = None,
     hidden: int | None = None,
     x_sparse: sp.spmatrix | None = None,
+    encoder: Any = None,
 ) -> tuple[OvAModel, dict[str, Any]]:
     """Train the OvA classifier on ``x_train`` (M×d) and soft or binary ``targets`` (M×L CSR in [0, 1]).
 
@@ -372,6 +373,9 @@ def train(
     batch; its value is read as a mean over entries (see the module docstring). ``hidden``: width of an
     optional residual hidden layer (default: ``config.hidden`` if the config has it, else 0 = linear).
     ``x_sparse`` (M×V, e.g. TF-IDF): add the sparse full-rank head (full mode only; module docstring).
+    ``encoder``: trainable features (:mod:`lever_plugins.trainer.finetune`): ``encoder.features(rows)``
+    gives the batch's features as a tensor with autograd in place of ``x_train[rows]`` (``x_train`` then
+    only seeds the head), and ``encoder.zero_grad()`` / ``encoder.step()`` run around each head update.
     Returns the trained model and JSON-able stats (per-epoch seconds, losses, validation P@1).
     """
     import torch
@@ -411,6 +415,13 @@ def train(
     w0, b0 = _init_head(x_train, targets)
     if getattr(config, "solver", "sgd") == "lbfgs":
         from lever_plugins.trainer.lbfgs import train_lbfgs
+
+        if encoder is not None:
+            raise ConfigError(
+                "trainer.solver = 'lbfgs' solves the head on frozen features; it cannot fine-tune the encoder",
+                where="config [trainer]",
+                fix="set finetune = false, or solver = 'sgd'",
+            )
 
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress)
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
@@ -489,7 +500,7 @@ def train(
         "mining_index": None,
     }
     best_p1, best_epoch, best_model, since_best = -1.0, 0, None, 0
-    use_valid = x_valid is not None and config.early_stopping > 0 and xs is None
+    use_valid = x_valid is not None and config.early_stopping > 0 and xs is None and encoder is None
     n_batches = (M + B - 1) // B
     epochs_run = 0
 
@@ -501,13 +512,13 @@ def train(
             with torch.no_grad():
                 mining = _MiningIndex(emb.weight.detach(), seed + epoch, device)
             stats["mining_index"] = mining.kind
-        loss_sum, cand_sum = 0.0, 0
+        loss_sum, cand_sum, rows_done = 0.0, 0, 0
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
                    leave=False, file=sys.stderr)  # fmt: skip
         for s in range(0, M, B):
             idx = perm[s : s + B]
             sub = targets[idx]
-            xb = torch.from_numpy(x_train[idx]).to(device)
+            xb = torch.from_numpy(x_train[idx]).to(device) if encoder is None else encoder.features(idx)
             h = feats(xb)
             if mode == "full":
                 yb = torch.from_numpy(sub.toarray()).to(device)
@@ -538,18 +549,27 @@ def train(
                 opt.zero_grad(set_to_none=True)
             if sparse_opt is not None:
                 sparse_opt.zero_grad(set_to_none=True)
+            if encoder is not None:
+                encoder.zero_grad()
             loss.backward()
             if opt is not None:
                 opt.step()
             if sparse_opt is not None:
                 sparse_opt.step()
+            if encoder is not None:
+                encoder.step()
             if mode == "shortlist":
                 if config.weight_decay > 0:  # decoupled decay, lazily on the rows this step touched
                     with torch.no_grad():
                         emb.weight[cand_t, :d] *= 1.0 - config.lr * config.weight_decay
                 cand_sum += len(cand)
             loss_sum += float(loss.detach())
+            rows_done += len(idx)
             bar.update(1)
+            if progress:
+                rate = rows_done / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix({"loss": f"{float(loss.detach()):.4f}",
+                                 "texts/s" if encoder is not None else "rows/s": f"{rate:.0f}"}, refresh=False)
         bar.close()
         epochs_run += 1
         stats["epoch_seconds"].append(round(time.perf_counter() - t0, 4))
