@@ -97,10 +97,11 @@ def test_loss_comes_from_the_hook():
     assert np.abs(a.sparse_weight - c.sparse_weight).max() > 0.05
 
 
-def test_chunking_does_not_change_the_solution(monkeypatch):
+def test_chunking_and_target_caching_do_not_change_the_solution(monkeypatch):
     x, xs, y = problem(seed=3)
     one, one_stats = ova.train(x, y, cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
     monkeypatch.setattr(lbfgs_mod, "CHUNK_ENTRIES", 7 * y.shape[1])  # 7-row chunks, last one shorter
+    monkeypatch.setattr(lbfgs_mod, "DENSE_TARGETS_MAX", 0)  # and targets densified per evaluation
     many, stats = ova.train(x, y, cfg(), seed=0, loss_fn=bce, progress=False, x_sparse=xs)
     # same optimum; float32 sums in another order only move where the solver stops
     np.testing.assert_allclose(one.sparse_weight, many.sparse_weight, atol=2e-3)

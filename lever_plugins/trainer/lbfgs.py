@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from lever_plugins.errors import ConfigError
 
 CHUNK_ENTRIES = 4_000_000  # logits per row chunk (16 MB in float32)
+DENSE_TARGETS_MAX = 64_000_000  # up to this many M×L entries the dense target chunks are kept between evaluations
 HISTORY = 10  # L-BFGS correction pairs
 
 
@@ -81,13 +82,15 @@ def train_lbfgs(
     l2 = float(config.l2)
     step = max(1, CHUNK_ENTRIES // max(L, 1))
     chunks = []
+    keep_dense = M * L <= DENSE_TARGETS_MAX
     for s in range(0, M, step):
         e = min(s + step, M)
         xs = None
         if x_sparse is not None:
             part = x_sparse[s:e]
             xs = (_csr(part), _csr(part.T.tocsr()))
-        chunks.append((torch.from_numpy(x_train[s:e]), xs, targets[s:e]))
+        y = targets[s:e]
+        chunks.append((torch.from_numpy(x_train[s:e]), xs, torch.from_numpy(y.toarray()) if keep_dense else y))
 
     W = torch.zeros(L, d)
     b = torch.from_numpy(np.asarray(bias0, np.float32).copy())
@@ -110,7 +113,8 @@ def train_lbfgs(
                     z += xs[0] @ Ws
             z.requires_grad_(True)
             # the hook's value is a mean over entries; × entries / M makes Σ over the chunk / M
-            loss = loss_fn(z, torch.from_numpy(y.toarray())) * (z.numel() / M)
+            yd = y if keep_dense else torch.from_numpy(y.toarray())
+            loss = loss_fn(z, yd) * (z.numel() / M)
             loss.backward()
             g = z.grad
             with torch.no_grad():
