@@ -132,8 +132,8 @@ def train_lbfgs(
         if Ws is not None:
             Ws.grad = gWs
         trace.append(total + reg)
+        bar.set_postfix(objective=f"{trace[-1]:.5f}", refresh=False)
         bar.update(1)
-        bar.set_postfix(objective=f"{trace[-1]:.5f}")
         return torch.tensor(trace[-1], dtype=torch.float64)
 
     t0, c0 = time.perf_counter(), time.process_time()
