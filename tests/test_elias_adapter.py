@@ -199,11 +199,11 @@ def test_loss_sees_blended_values_shortlist_and_forcing_only_hard(upstream: Path
     assert all(set(si[i][hit[i]].tolist()) == set(h) for i, h in enumerate(hard_rows))  # hard clusters forced in
     # The shortlist term as ELIAS computes it with the hard labels as ground truth (the real function as oracle).
     cls_hard = bce(tv, np.take_along_axis(np.hstack([dense_hard, pad]), ti, axis=1)).mean()
-    short = (float(stock_hard) - cls_hard) / lam
+    short = (float(stock_hard.detach()) - cls_hard) / lam
     assert short > 0
     assert float(loss.detach()) == pytest.approx(cls + lam * short, rel=1e-5)
     assert abs(bce(tv, (t_cls > 0).astype(np.float32)).mean() - cls) > 1e-3  # the values matter, not the support
-    assert abs(float(stock) - float(loss.detach())) > 1e-4  # stock ELIAS counts soft pairs in its shortlist term
+    assert abs(float(stock.detach()) - float(loss.detach())) > 1e-4  # stock ELIAS counts soft pairs in its shortlist term
 
 
 # ------------------------------------------------------------------------- data side, propensity
