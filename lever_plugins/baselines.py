@@ -177,7 +177,7 @@ class Ensemble:
     title = "teacher-classifier ensemble"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
-        from lever_plugins.pipeline import _save_csr, cached_stage, eval_kwargs, teacher_stage, train_stage
+        from lever_plugins.pipeline import _save_csr, arm_sparse, cached_stage, eval_kwargs, teacher_stage, train_stage
 
         run, ds, cfg = ctx.run, ctx.ds, ctx.cfg
         temb, tkey = teacher_stage(run, ds, cfg, ctx.sig, ctx.log)
@@ -188,6 +188,7 @@ class Ensemble:
         y = ds.binary_train()
         base_key = ctx.arms["base"][2]
         # the base classifier trained on 90 % of train, scored on the other 10 % (its own cached stage)
+        sparse = arm_sparse(ctx.feats, n)  # the same input as the base arm (TF-IDF head included)
         clf_hold, _ = train_stage(
             run,
             "ensemble_holdout",
@@ -195,9 +196,10 @@ class Ensemble:
             y[rest],
             ctx.feats["trn"][hold],
             cfg,
-            config_hash(base_key, "holdout", HOLDOUT, cfg.seed),
+            config_hash(base_key, "holdout", HOLDOUT, cfg.seed, sparse is not None),
             ctx.log,
             texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]),
+            x_sparse=None if sparse is None else (sparse[0][rest], sparse[0][hold]),
         )
         key = config_hash(
             tkey, base_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS
@@ -231,7 +233,7 @@ class LabelRows:
     title = "label rows only (N + L, no teacher)"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
-        from lever_plugins.pipeline import arm_texts, train_stage
+        from lever_plugins.pipeline import arm_sparse, arm_texts, train_stage
 
         y_aug = sp.load_npz(ctx.run.root / "soft" / "y_aug.npz").tocsr().astype(np.float32)  # the soft stage's
         n = ctx.ds.y_trn.shape[0]
@@ -243,8 +245,10 @@ class LabelRows:
         h = hashlib.sha256()
         for a in (y_aug.indptr, y_aug.indices, y_aug.data):
             h.update(np.ascontiguousarray(a).tobytes())
-        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest())
+        sparse = arm_sparse(ctx.feats, len(x))  # the same input as the +LEVER arm (TF-IDF head included)
+        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest(), sparse is not None)
         s, _ = train_stage(
-            ctx.run, "label_rows", x, y_aug, ctx.feats["tst"], ctx.cfg, ukey, ctx.log, texts=arm_texts(ctx.ds, len(x))
-        )
+            ctx.run, "label_rows", x, y_aug, ctx.feats["tst"], ctx.cfg, ukey, ctx.log,
+            texts=arm_texts(ctx.ds, len(x)), x_sparse=sparse,
+        )  # fmt: skip
         return s

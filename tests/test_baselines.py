@@ -171,3 +171,35 @@ def test_ensemble_embeds_with_the_runs_trained_teacher(
 
     pristine = Encoder(str(tiny_model), 16, device="cpu").encode(ds.trn_texts[:6], progress=False)
     assert not np.allclose(got, pristine, atol=1e-3)  # the trained weights, not the pre-trained ones
+
+
+def test_baselines_train_on_the_arms_input_with_tfidf(
+    tmp_path: Path, tiny_lf: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the hybrid input the label-rows and ensemble classifiers get the TF-IDF head too: the
+    label_rows scores equal an L-BFGS fit on [dense; label dense] + [TF-IDF; label TF-IDF], done here."""
+    from lever_plugins.pipeline import features, load_data, prepare_split
+    from lever_plugins.trainer import ova
+
+    monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
+    values = json.loads(json.dumps(TINY))
+    values["encoder"].update(model=str(tiny_model), tfidf=True)
+    values["teacher"]["model"] = str(tiny_model)
+    values["trainer"].update(solver="lbfgs", l2=1e-3, max_iter=30)
+    values["eval"]["baselines"] = ["ensemble", "label_rows"]
+    cfg = config.from_dict({**values, "data": {"path": str(tiny_lf)}})
+    out = tmp_path / "run"
+    run_ab(cfg, out, log=lambda s: None)
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    dims = {k: stages[k]["stats"]["sparse_dim"] for k in
+            ("train_base", "train_lever", "train_label_rows", "train_ensemble_holdout")}  # fmt: skip
+    assert len(set(dims.values())) == 1 and dims["train_base"] > 0, dims
+    ds = prepare_split(load_data(cfg), cfg)
+    f = features(ds, cfg, progress=False)
+    y_aug = sp.load_npz(out / "soft" / "y_aug.npz").tocsr().astype(np.float32)
+    x = np.vstack([f["trn"], f["lbl"]])
+    xs = sp.vstack([f["trn_sparse"], f["lbl_sparse"]], format="csr")
+    expect, _ = ova.train_predict(x, y_aug, f["tst"], cfg.trainer, seed=cfg.seed, progress=False,
+                                  x_sparse=(xs, f["tst_sparse"]))  # fmt: skip
+    got = sp.load_npz(out / "label_rows" / "scores.npz")
+    np.testing.assert_allclose(got.toarray(), expect.toarray(), rtol=1e-5, atol=1e-6)
