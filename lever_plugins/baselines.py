@@ -196,14 +196,16 @@ class Ensemble:
             y[rest],
             ctx.feats["trn"][hold],
             cfg,
-            config_hash(base_key, "holdout", HOLDOUT, cfg.seed, sparse is not None),
+            config_hash(base_key, "holdout", HOLDOUT, cfg.seed, *([True] if sparse is not None else [])),
             ctx.log,
             texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]),
             x_sparse=None if sparse is None else (sparse[0][rest], sparse[0][hold]),
         )
+        # the hold-out classifier's input decides alpha too (marked only when sparse: older keys stay valid)
         key = config_hash(
-            tkey, base_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS
-        )
+            tkey, base_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS,
+            *([True] if sparse is not None else []),
+        )  # fmt: skip
         art = "baselines/ensemble/scores.npz"
         ek = eval_kwargs(ds, cfg)
 
@@ -246,7 +248,7 @@ class LabelRows:
         for a in (y_aug.indptr, y_aug.indices, y_aug.data):
             h.update(np.ascontiguousarray(a).tobytes())
         sparse = arm_sparse(ctx.feats, len(x))  # the same input as the +LEVER arm (TF-IDF head included)
-        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest(), sparse is not None)
+        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest(), *([True] if sparse is not None else []))
         s, _ = train_stage(
             ctx.run, "label_rows", x, y_aug, ctx.feats["tst"], ctx.cfg, ukey, ctx.log,
             texts=arm_texts(ctx.ds, len(x)), x_sparse=sparse,
