@@ -160,6 +160,12 @@ def teacher_embedder(ctx: BaselineContext):
     return teacher.embed
 
 
+def _sparse_mark(sparse: Any) -> list[bool]:
+    """Extra cache-key part for a classifier stage that also gets the TF-IDF head: empty without it, so
+    the keys of runs without sparse features stay what they were before sparse inputs reached baselines."""
+    return [True] if sparse is not None else []
+
+
 class ReRank:
     name = "rerank"
     title = "ReRank (inverse propensity)"
@@ -196,15 +202,15 @@ class Ensemble:
             y[rest],
             ctx.feats["trn"][hold],
             cfg,
-            config_hash(base_key, "holdout", HOLDOUT, cfg.seed, *([True] if sparse is not None else [])),
+            config_hash(base_key, "holdout", HOLDOUT, cfg.seed, *_sparse_mark(sparse)),
             ctx.log,
             texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]),
             x_sparse=None if sparse is None else (sparse[0][rest], sparse[0][hold]),
         )
-        # the hold-out classifier's input decides alpha too (marked only when sparse: older keys stay valid)
+        # the hold-out classifier's input decides alpha too
         key = config_hash(
             tkey, base_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS,
-            *([True] if sparse is not None else []),
+            *_sparse_mark(sparse),
         )  # fmt: skip
         art = "baselines/ensemble/scores.npz"
         ek = eval_kwargs(ds, cfg)
@@ -248,7 +254,7 @@ class LabelRows:
         for a in (y_aug.indptr, y_aug.indices, y_aug.data):
             h.update(np.ascontiguousarray(a).tobytes())
         sparse = arm_sparse(ctx.feats, len(x))  # the same input as the +LEVER arm (TF-IDF head included)
-        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest(), *([True] if sparse is not None else []))
+        ukey = config_hash(ctx.sig, "label_rows", h.hexdigest(), *_sparse_mark(sparse))
         s, _ = train_stage(
             ctx.run, "label_rows", x, y_aug, ctx.feats["tst"], ctx.cfg, ukey, ctx.log,
             texts=arm_texts(ctx.ds, len(x)), x_sparse=sparse,

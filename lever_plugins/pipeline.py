@@ -334,14 +334,10 @@ def preflight(cfg: RunConfig) -> Any:
             where="[trainer] finetune",
             fix='set finetune = false, or use adapter = "builtin"',
         )
-    t = cfg.trainer
-    if t.solver == "lbfgs" and (t.negatives != "full" or t.hidden > 0 or t.finetune):
-        raise ConfigError(
-            "trainer.solver = 'lbfgs' fits a linear head on frozen features over all labels, but "
-            + ("negatives = 'shortlist'" if t.negatives != "full" else "hidden > 0" if t.hidden else "finetune = true"),
-            where="[trainer] solver",
-            fix="set negatives = 'full', hidden = 0 and finetune = false, or solver = 'sgd'",
-        )
+    if cfg.trainer.solver == "lbfgs":
+        from lever_plugins.trainer.lbfgs import check_config
+
+        check_config(cfg.trainer, finetune=cfg.trainer.finetune)
     if hasattr(adapter, "preflight"):
         adapter.preflight(cfg.trainer.upstream)
     return adapter

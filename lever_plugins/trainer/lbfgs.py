@@ -10,8 +10,8 @@ per epoch, Adam's per-coordinate step moves its weight by ≈ lr whatever the gr
 rare-word weights that separate near-duplicate documents end up either under- or over-fitted
 depending on the epoch count. A second-order-ish full-batch solver with an explicit L2 penalty has
 no learning rate and no epoch count to tune, and it is what linear XC libraries (LIBLINEAR in
-napkinXC's PLT, DiSMEC) do. Measured on the debtags hold-out (10 % of train, TF-IDF only): P@1 84.1
-vs 82.0 for the Adam hybrid.
+napkinXC's PLT, DiSMEC) do. Measured on the debtags hold-out (10 % of train, MiniLM + TF-IDF, l2 1e-5):
+P@1 84.88 vs 81.96 for the Adam-trained head with kNN fusion.
 
 The loss still comes from the ``lever_loss`` hook: each row chunk's logits are a leaf tensor, the hook's
 loss is back-propagated to them, and the parameter gradients are formed explicitly (Xᵀ·G with a
@@ -51,6 +51,25 @@ def _csr(m: sp.csr_matrix):
         )
 
 
+def check_config(config: Any, hidden: int | None = None, finetune: bool = False) -> None:
+    """Refuse, with one error line, the settings this solver cannot honour (the pipeline calls it before
+    any stage runs, :func:`lever_plugins.trainer.ova.train` before training). ``hidden`` defaults to
+    ``config.hidden``; ``finetune``: an encoder would be trained with the head."""
+    hidden = int(getattr(config, "hidden", 0) if hidden is None else hidden)
+    why = (
+        f"negatives = {config.negatives!r}" if config.negatives != "full"
+        else "hidden > 0" if hidden > 0
+        else "finetune = true" if finetune
+        else None
+    )  # fmt: skip
+    if why is not None:
+        raise ConfigError(
+            f"trainer.solver = 'lbfgs' fits a linear head on frozen features over all labels, but {why}",
+            where="[trainer] solver",
+            fix="set negatives = 'full', hidden = 0 and finetune = false, or solver = 'sgd'",
+        )
+
+
 def train_lbfgs(
     x_train: np.ndarray,
     targets: sp.csr_matrix,
@@ -61,22 +80,11 @@ def train_lbfgs(
     progress: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
-    (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats."""
+    (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats. Settings are checked by
+    :func:`check_config` (the caller's job: it knows the resolved ``hidden`` and whether an encoder trains)."""
     import torch
     from tqdm.auto import tqdm
 
-    if config.negatives != "full":
-        raise ConfigError(
-            "trainer.solver = 'lbfgs' needs trainer.negatives = 'full' (it optimises every label's weights at once)",
-            where="config [trainer]",
-            fix="set negatives = 'full', or solver = 'sgd' for shortlist training",
-        )
-    if int(getattr(config, "hidden", 0)) > 0:
-        raise ConfigError(
-            "trainer.solver = 'lbfgs' trains a linear head only, but trainer.hidden > 0",
-            where="config [trainer]",
-            fix="set hidden = 0, or solver = 'sgd'",
-        )
     M, d = x_train.shape
     L = targets.shape[1]
     l2 = float(config.l2)
@@ -139,7 +147,7 @@ def train_lbfgs(
     t0, c0 = time.perf_counter(), time.process_time()
     opt.step(closure)
     bar.close()
-    state = opt.state[opt._params[0]]
+    state = opt.state[W]  # torch's LBFGS keeps its counters on the first parameter
     stats = {
         "solver": "lbfgs",
         "l2": l2,

@@ -413,21 +413,18 @@ def train(
         if xs.nnz and not np.isfinite(xs.data).all():
             raise DataError("sparse features contain NaN or infinity", where="trainer x_sparse")
     w0, b0 = _init_head(x_train, targets)
+    shape_stats = {
+        "mode": mode, "rows": M, "labels": L, "dim": d, "sparse_dim": 0 if xs is None else xs.shape[1],
+        "torch_threads": torch.get_num_threads(),
+    }  # fmt: skip
     if getattr(config, "solver", "sgd") == "lbfgs":
-        from lever_plugins.trainer.lbfgs import train_lbfgs
+        from lever_plugins.trainer.lbfgs import check_config, train_lbfgs
 
-        if encoder is not None:
-            raise ConfigError(
-                "trainer.solver = 'lbfgs' solves the head on frozen features; it cannot fine-tune the encoder",
-                where="config [trainer]",
-                fix="set finetune = false, or solver = 'sgd'",
-            )
-
+        check_config(config, hidden=hidden, finetune=encoder is not None)
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress)
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
         return model, {
-            "mode": mode, "device": "cpu", "rows": M, "labels": L, "dim": d, "hidden": 0,
-            "sparse_dim": 0 if xs is None else xs.shape[1], "torch_threads": torch.get_num_threads(),
+            **shape_stats, "device": "cpu", "hidden": 0,
             "epoch_seconds": [solved["seconds"]], "epoch_cpu_seconds": [solved["cpu_seconds"]],
             "train_loss": [solved["objective"]], "valid_p1": [], "epochs_run": 1, "best_epoch": 1,
             "best_valid_p1": None, **solved,
@@ -484,14 +481,9 @@ def train(
         return OvAModel(w, b, hid, mode, sw)
 
     stats: dict[str, Any] = {
-        "mode": mode,
+        **shape_stats,
         "device": str(device),
-        "rows": M,
-        "labels": L,
-        "dim": d,
         "hidden": hidden,
-        "sparse_dim": 0 if xs is None else xs.shape[1],
-        "torch_threads": torch.get_num_threads(),
         "epoch_seconds": [],
         "epoch_cpu_seconds": [],
         "train_loss": [],
