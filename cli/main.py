@@ -92,11 +92,12 @@ def data_validate(path: str) -> None:
 @data_grp.command("convert")
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-def data_convert(src: str, dst: str) -> None:
+@click.option("--force", is_flag=True, help="Replace a non-empty destination folder (as a whole, once complete).")
+def data_convert(src: str, dst: str, force: bool) -> None:
     """Convert between XC sparse text, .npz, and LF json.gz / raw text folders."""
     from lever_plugins.data import convert
 
-    convert(src, dst)
+    convert(src, dst, force=force)
     click.echo(f"wrote {dst}")
 
 
@@ -109,7 +110,8 @@ data_grp.add_command(build_grp)
 @cli.command("eval")
 @click.option("--scores", "scores_path", required=True, type=click.Path(), help="Predicted scores (.npz or XC text).")
 @click.option("--truth", "truth_path", required=True, type=click.Path(), help="Test labels (.npz or XC text).")
-@click.option("--train", "train_path", type=click.Path(), help="Train labels, for propensity-scored metrics.")
+@click.option("--train", "train_path", type=click.Path(),
+              help="Train labels, for propensity-scored metrics (PSP, PSnDCG: left out without it).")
 @click.option("--filter", "filter_path", type=click.Path(), help="Filter file of 'row label' pairs.")
 @click.option("-k", "ks", multiple=True, type=int, default=(1, 3, 5), show_default=True)
 @click.option("--name", default="", help="Data-set name, picks propensity A/B (Amazon, Wiki, other).")
@@ -119,9 +121,16 @@ data_grp.add_command(build_grp)
 def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path) -> None:
     """Evaluate a score matrix: P, nDCG, PSP, PSnDCG, R, coverage, macro P/R/F1 at k."""
     from lever_plugins.data import read_filter, read_matrix
-    from lever_plugins.errors import DataError
+    from lever_plugins.errors import ConfigError, DataError
     from lever_plugins.metrics import evaluate, propensity_ab
+    from lever_plugins.metrics.propensity import check_ab
     from lever_plugins.runs import write_json
+
+    check_ab(A, B, where=("lever eval -A", "lever eval -B"))
+    for flag, v in (("-A", A), ("-B", B)):
+        if v is not None and not train_path:
+            raise ConfigError(f"{flag} sets a propensity, which needs the train labels", where=f"lever eval {flag}",
+                              fix="pass --train TRAIN_LABELS, or drop it")  # fmt: skip
 
     scores = read_matrix(scores_path, nonneg=False)  # logits and cosines may be negative
     truth = read_matrix(truth_path)
@@ -135,7 +144,9 @@ def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, o
     if train is not None and train.shape[1] != truth.shape[1]:
         raise DataError(f"train has {train.shape[1]} labels, truth {truth.shape[1]}", where=train_path)
     pairs = read_filter(filter_path, truth.shape[0], truth.shape[1]) if filter_path else None
-    a, b = propensity_ab(name)
+    a, b = propensity_ab(name) if train is not None else (None, None)
+    if train is None:
+        click.echo("note: no --train: PSP and PSnDCG need the train labels' propensities, left out", err=True)
     m = evaluate(
         scores,
         truth,
@@ -270,10 +281,35 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
-        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 (the last resort: never a wall of text)
+        sys.exit(_last_resort(exc))
     sys.exit(0)
+
+
+def _last_resort(exc: Exception) -> int:
+    """One line for any exception no command turned into a LeverError; returns the exit code.
+
+    OS errors (read-only or full disk, a file where a folder goes, permissions) and running out of
+    memory are the user's environment: exit 2 with what to do. Anything else is a bug in lever or a
+    plugin: exit 3, never disguised as a user error; ``LEVER_DEBUG=1`` prints its traceback."""
+    import os
+    import traceback
+
+    from lever_plugins.errors import BUG_EXIT_CODE, environment_error
+
+    debug = os.environ.get("LEVER_DEBUG", "") not in ("", "0")
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    env = environment_error(exc)
+    if env is not None:
+        click.echo(f"error: {env.line()}", err=True)
+        return env.exit_code
+    what = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(what) > 300:
+        what = what[:297] + "..."
+    hint = "" if debug else "; run with LEVER_DEBUG=1 for the traceback"
+    click.echo(f"error: internal error (a bug, not your input): {what}{hint}", err=True)
+    return BUG_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -258,6 +258,10 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "encoder_lr"): (">= 0", lambda v: v >= 0),
     ("trainer", "encoder_warmup"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
     ("eval", "k"): ("a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1),
+    ("trainer", "knn_alpha"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    ("trainer", "knn_k"): (">= 1", lambda v: v >= 1),
+    ("eval", "A"): ("> 0 (or unset: picked by the data-set name)", lambda v: v is None or v > 0),
+    ("eval", "B"): ("> 0 (or unset: picked by the data-set name)", lambda v: v is None or v > 0),
     ("eval", "bootstrap"): (">= 1", lambda v: v >= 1),
     ("eval", "confidence"): ("in (0, 1)", lambda v: 0.0 < v < 1.0),
 }
@@ -276,7 +280,31 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
         if not ok(value):
             name = f"{section}.{key}" if section else key
             raise _keyed(ConfigError(f"{name} = {value!r} must be {need}", where=where), (section, key))
+    _check_calibration(cfg.soft_labels, where)
     return cfg
+
+
+def _check_calibration(s: SoftLabelConfig, where: str) -> None:
+    """The sigmoid calibration must give finite probabilities for every cosine (a = 1e308 overflows
+    float32 and would silently give no soft label at all) and grow with the cosine (a > 0)."""
+    if s.calibration != "sigmoid":
+        return
+    import numpy as np
+
+    from lever_plugins.soft_labels.calibrate import calibrate
+
+    if s.sigmoid_a <= 0:
+        raise _keyed(ConfigError(f"soft_labels.sigmoid_a = {s.sigmoid_a!r} must be > 0 (the score must grow "
+                                 "with the cosine)", where=where), ("soft_labels", "sigmoid_a"))  # fmt: skip
+    grid = np.linspace(-1.0, 1.0, 201, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        p = calibrate(grid, "sigmoid", s.sigmoid_a, s.sigmoid_c)
+        overflow = not (np.isfinite(np.float32(s.sigmoid_a)) and np.isfinite(np.float32(s.sigmoid_c)))
+    if overflow or not np.all(np.isfinite(p)) or np.any(np.diff(p) < 0):
+        raise _keyed(ConfigError(
+            f"soft_labels.sigmoid_a = {s.sigmoid_a!r}, sigmoid_c = {s.sigmoid_c!r} do not give finite scores "
+            "for cosines in [-1, 1] (float32)", where=where, fix="use values of a plausible size, e.g. a = 10, c = -5",
+        ), ("soft_labels", "sigmoid_a"))  # fmt: skip
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> RunConfig:

@@ -66,18 +66,28 @@ def check_plugins(cfg: RunConfig) -> None:
 
 
 def preflight_models(cfg: RunConfig) -> None:
-    """The encoder (and the built-in teacher's model) resolve to local folders."""
+    """The encoder (and the built-in teacher's model) resolve to local folders whose config, tokenizer and
+    weights load; the configured devices exist."""
     from lever_plugins.errors import LeverError
-    from lever_plugins.teacher.encoder import resolve_model
+    from lever_plugins.teacher.encoder import check_model, resolve_device, resolve_model
 
     names = [("encoder", cfg.encoder.model)]
     if cfg.teacher.name == "siamese":
         names.append(("teacher", cfg.teacher.model))
     for section, name in names:
         try:
-            resolve_model(name)
+            folder = resolve_model(name)
         except LeverError as exc:
             raise LeverError(f"{exc.what}: {name}", where=f"{section}.model", fix=exc.fix) from None
+        check_model(folder)
+    devices = [("encoder", cfg.encoder.device), ("trainer", cfg.trainer.device)]
+    if cfg.teacher.name == "siamese":
+        devices.append(("teacher", cfg.teacher.device))
+    for section, device in devices:
+        try:
+            resolve_device(device)
+        except LeverError as exc:
+            raise LeverError(exc.what, where=f"{section}.device", fix=exc.fix) from None
 
 
 def _take_rows(y: sp.csr_matrix, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, list[str]]:
@@ -104,6 +114,14 @@ def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
         perm = rng.permutation(y_trn.shape[0])
         n_val = int(round(cfg.data.holdout * len(perm)))
         val, trn = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        if n_val == 0 or len(trn) == 0 or y_trn[trn].nnz == 0:
+            part = "hold-out" if n_val == 0 else "train part"
+            raise ConfigError(
+                f"data.holdout = {cfg.data.holdout} of {len(perm)} train rows leaves an empty {part} "
+                f"({n_val} held out, {len(trn)} to train on)",
+                where="[data] holdout",
+                fix="choose a fraction that leaves rows (with labels) on both sides",
+            )
         y_tst, tst_texts = _take_rows(y_trn, trn_texts, val)
         tst_filter = _filter_rows(trn_filter, val)
         y_trn, trn_texts = _take_rows(y_trn, trn_texts, trn)

@@ -97,15 +97,70 @@ def resolve_model(name: str) -> str:
     return str(_hf_folder(Path(local)))
 
 
+def check_model(path: str | Path) -> None:
+    """Load what :class:`Encoder` will load from the folder ``path`` (config, tokenizer, the weight files'
+    headers) and raise one LeverError naming the broken file: a truncated download or an empty
+    config.json is found here, before a run folder exists, not an hour into the run."""
+    path = Path(path)
+    st = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file()]
+    _check_model(str(path), tuple(st))
+
+
+@functools.lru_cache(maxsize=16)
+def _check_model(path: str, _stat: tuple) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = Path(path)
+    fix = "re-download or re-save the model (save_pretrained), or point the model setting at another folder"
+    for what, load, where in (("config", AutoConfig.from_pretrained, "config.json"),
+                              ("tokenizer", AutoTokenizer.from_pretrained, "tokenizer files")):  # fmt: skip
+        try:
+            load(path)
+        except Exception as exc:  # transformers raises OSError, ValueError, JSON and tokenizers errors
+            msg = " ".join(str(exc).split())[:200]
+            raise LeverError(f"cannot load the model's {what} ({type(exc).__name__}: {msg})",
+                             where=str(folder / where) if what == "config" else path, fix=fix) from None
+    weights = [folder / n for n in WEIGHT_FILES if (folder / n).is_file()]
+    if not weights:
+        raise LeverError("no weight files (model.safetensors or pytorch_model.bin)", where=path, fix=fix)
+    files: list[Path] = []
+    for w in weights:
+        if w.name.endswith(".index.json"):
+            try:
+                shards = set(json.loads(w.read_text(encoding="utf-8"))["weight_map"].values())
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                raise LeverError(f"unreadable weight index ({type(exc).__name__})", where=str(w), fix=fix) from None
+            files += [folder / str(s) for s in sorted(shards)]
+        else:
+            files.append(w)
+    for f in files:
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(f), "pt") as fh:  # validates the header against the file's size
+                    fh.keys()
+            else:
+                torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # safetensors and torch raise their own types for a broken file
+            msg = " ".join(str(exc).split())[:200]
+            raise LeverError(f"cannot load the weights ({type(exc).__name__}: {msg})", where=str(f), fix=fix) from None
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):
         raise LeverError(f"unknown device {device!r}", where="device", fix="use auto, cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise LeverError(f"unsupported device {device!r}", where="device", fix="use auto, cpu or cuda[:N]")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LeverError("CUDA requested but not available", where="device", fix="use device = 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise LeverError(f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)", where="device",
+                         fix="use device = 'auto' or a valid index")  # fmt: skip
     return dev
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,7 +30,7 @@ from lever_plugins import distributed as dist
 from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.faults import crash_point
-from lever_plugins.runs import atomic_path, write_json
+from lever_plugins.runs import atomic_dir, atomic_path, write_json
 from lever_plugins.teacher.clustering import balanced_clusters
 from lever_plugins.teacher.encoder import Encoder
 
@@ -143,25 +141,11 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 
 
 def _save_model_dir(encoder: Encoder, dest: Path, meta: dict[str, Any], meta_name: str = "lever_teacher.json") -> None:
-    """save_pretrained into a temp folder beside ``dest``, then swap it in by rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    old: Path | None = None
-    try:
+    """save_pretrained into a temp folder, then swap it in by rename (the old one is moved aside first)."""
+    with atomic_dir(dest, replace=True) as tmp:
         encoder.model.save_pretrained(tmp)
         encoder.tokenizer.save_pretrained(tmp)
         write_json(tmp / meta_name, meta)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{time.time_ns()}")
-            dest.rename(old)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not dest.exists():
-            old.rename(dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------------- teacher
