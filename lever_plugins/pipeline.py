@@ -358,6 +358,14 @@ def preflight(cfg: RunConfig) -> Any:
         check_config(cfg.trainer, finetune=cfg.trainer.finetune)
     if hasattr(adapter, "preflight"):
         adapter.preflight(cfg.trainer.upstream)
+    if cfg.trainer.upstream_args:
+        check_args = getattr(adapter, "check_upstream_args", None)
+        if check_args is None:
+            raise ConfigError(
+                f"adapter {cfg.trainer.adapter!r} takes no upstream arguments {cfg.trainer.upstream_args}",
+                where="[trainer] upstream_args", fix="drop them",
+            )  # fmt: skip
+        check_args(list(cfg.trainer.upstream_args))
     return adapter
 
 

@@ -159,6 +159,18 @@ def retire(path: str | Path) -> Path:
     return old
 
 
+def check_inside(root: str | Path, path: str | Path, where: str, fix: str | None = None) -> Path:
+    """``path`` (relative paths taken from ``root``) resolved, or a LeverError if it leaves ``root``:
+    a value from an option that becomes a file name must not make lever write outside ``--out``."""
+    root_r = Path(root).resolve()
+    p = Path(path)
+    p_r = (p if p.is_absolute() else root_r / p).resolve()
+    if p_r != root_r and root_r not in p_r.parents:
+        raise LeverError(f"the file {p} it names would be outside the output folder {root_r}", where=where,
+                         fix=fix or "use a plain name without '..' or an absolute path")  # fmt: skip
+    return p_r
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     with atomic_write(path, "w", encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, default=str)

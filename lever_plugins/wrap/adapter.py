@@ -152,6 +152,10 @@ class WrapAdapter:
             self.name, root, check_contract(root, symbols), commit, differs, list(self.tested), symbols
         )
 
+    def check_upstream_args(self, args: list[str]) -> None:
+        """Check the ``-- upstream args`` of ``lever wrap`` before any stage runs; raise ConfigError on a
+        bad one (an adapter that sets some upstream flags itself refuses them here). Default: any."""
+
     def check(self, upstream_dir: str | Path | None) -> list[str]:
         """Contract problems as ``file: symbol: what`` lines (empty when the checkout fits)."""
         return [p.line() for p in self.preflight(upstream_dir, raise_on_problem=False).problems]
