@@ -5,6 +5,7 @@ Every user error is one line on stderr and exit code 2; tracebacks are for bugs 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -19,18 +20,33 @@ from lever_plugins.errors import LeverError
 
 
 def _load_cfg(config: str | None, **overrides: Any) -> Any:
+    """``config`` with the command's ``--set`` items applied, then its own options (``--data``, ``--seed``,
+    ...; None = not given), which are the more specific."""
     from lever_plugins import config as cfgmod
 
-    nested: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        if key:
-            nested.setdefault(section, {})[key] = value
-        else:
-            nested[section] = value
+    given = cfgmod.nest({k: v for k, v in overrides.items() if v is not None})
+    nested = cfgmod.merge(cfgmod.parse_sets(_sets()), given)
     return cfgmod.load(config, nested)
+
+
+def _sets() -> tuple[str, ...]:
+    ctx = click.get_current_context(silent=True)
+    return tuple(ctx.meta.get("lever.sets", ())) if ctx else ()
+
+
+def with_set(f):
+    """Add ``--set section.key=value`` (repeatable) to a command that takes ``--config``; the items reach
+    :func:`_load_cfg` through the click context, so the command's signature stays as it is."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, sets: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        click.get_current_context().meta["lever.sets"] = sets
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+        help="Override one config key, typed like TOML (repeatable): --set trainer.l2=3e-6 --set eval.k=[1,10].",
+    )(wrapper)  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -177,7 +193,7 @@ _common = [
 def common(f):
     for opt in reversed(_common):
         f = opt(f)
-    return f
+    return with_set(f)
 
 
 @cli.command("ab")
@@ -214,7 +230,8 @@ def teach_cmd(data, out, config, seed, nproc) -> None:
     from lever_cli.distributed import relaunch_args, teach
 
     cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
-    teach(cfg, out, nproc, relaunch_args(data, out, config, seed), log=click.echo)
+    sets = [x for item in _sets() for x in ("--set", item)]  # every torchrun process reads the same config
+    teach(cfg, out, nproc, relaunch_args(data, out, config, seed) + sets, log=click.echo)
 
 
 @cli.command("soften")

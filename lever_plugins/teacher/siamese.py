@@ -24,12 +24,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lever_plugins import distributed as dist
 from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.faults import crash_point
+from lever_plugins.progress import progress as progress_bar
 from lever_plugins.runs import atomic_dir, atomic_path, write_json
 from lever_plugins.teacher.clustering import balanced_clusters
 from lever_plugins.teacher.encoder import Encoder
@@ -340,8 +340,8 @@ class SiameseTeacher:
             net.train()
             losses = []
             t_epoch = time.perf_counter()
-            bar = tqdm(batches, desc=f"teacher epoch {epoch + 1}/{c.epochs}", unit="batch",
-                       disable=not show, leave=False)
+            bar = progress_bar(batches, desc=f"teacher epoch {epoch + 1}/{c.epochs}", unit="batch",
+                               enabled=show, leave=False)
             for b in bar:
                 t_step = time.perf_counter()
                 lbls = items[b]

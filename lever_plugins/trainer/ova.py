@@ -65,7 +65,6 @@ deterministic for a fixed thread count.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -379,7 +378,8 @@ def train(
     Returns the trained model and JSON-able stats (per-epoch seconds, losses, validation P@1).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from lever_plugins.progress import progress as progress_bar
 
     x_train, targets = _check_inputs(x_train, targets, config, x_valid, y_valid)
     if y_valid is not None:
@@ -505,8 +505,8 @@ def train(
                 mining = _MiningIndex(emb.weight.detach(), seed + epoch, device)
             stats["mining_index"] = mining.kind
         loss_sum, cand_sum, rows_done = 0.0, 0, 0
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False, file=sys.stderr)  # fmt: skip
+        bar = progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)  # fmt: skip
         for s in range(0, M, B):
             idx = perm[s : s + B]
             sub = targets[idx]
