@@ -159,3 +159,33 @@ def test_builder_reports_the_recall_reached():
         assert info["method"] == "hnsw" and info["target"] == 0.97 and info["recall"] >= 0.97
     st = build_soft_labels(y, doc, lbl, dataclasses.replace(cfg, index="auto")).stats
     assert st["knn"]["labels"]["method"] == "exact" and st["knn"]["docs"]["recall"] == 1.0
+
+
+def test_trainer_predict_topk_keeps_lowest_ids_among_ties_with_any_thread_count():
+    from lever_plugins.trainer.ova import OvAModel
+
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((40, 8)).astype(np.float32)
+    w[20:] = 0.0  # 20 labels never trained: equal logits (the bias) for every document
+    b = np.zeros(40, np.float32)
+    b[:20] = -50.0  # trained labels score below the untrained ones: the top-k is all ties
+    x = rng.standard_normal((30, 8)).astype(np.float32)
+    model = OvAModel(w, b)
+    outs = []
+    saved = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(model.topk(x, 5))
+    finally:
+        torch.set_num_threads(saved)
+    for out in outs:
+        for r in range(30):
+            assert list(out[r].indices) == [20, 21, 22, 23, 24]
+    np.testing.assert_array_equal(outs[0].toarray(), outs[1].toarray())
+    # the oracle on untied rows: sort the dense logits by (-value, id)
+    model2 = OvAModel(rng.standard_normal((40, 8)).astype(np.float32), np.zeros(40, np.float32))
+    ref_v, ref_i = _oracle_topk(model2.scores(x), 7)
+    got = model2.topk(x, 7)
+    for r in range(30):
+        np.testing.assert_array_equal(np.sort(got[r].indices), np.sort(ref_i[r]))
