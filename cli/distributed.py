@@ -14,8 +14,8 @@ from lever_plugins.errors import LeverError
 
 def teach(cfg: Any, out: str, nproc: int, relaunch_args: Sequence[str], log: Callable[[str], Any]) -> None:
     """Train the teacher (cached by config hash in ``out``); ``nproc`` > 1 relaunches under torchrun."""
-    from lever_plugins.pipeline import data_signature, load_data, teacher_stage
     from lever_plugins.runs import Run
+    from lever_plugins.stages import data_signature, load_data, teacher_stage
 
     if nproc > 1 and not dist.launched():
         log(f"launching {nproc} processes: {' '.join(dist.torchrun_command(nproc, ['teach', *relaunch_args]))}")

@@ -177,7 +177,7 @@ def common(f):
 @click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
 def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> None:
     """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
-    from lever_plugins.pipeline import run_ab
+    from lever_plugins.runner import run_ab
 
     cfg = _load_cfg(
         config,
@@ -210,8 +210,8 @@ def teach_cmd(data, out, config, seed, nproc) -> None:
 @common
 def soften_cmd(data, out, config, seed) -> None:
     """Teacher (cached) then soft labels and blended targets into OUT/soft/."""
-    from lever_plugins.pipeline import data_signature, load_data, soft_stage, teacher_stage
     from lever_plugins.runs import Run
+    from lever_plugins.stages import data_signature, load_data, soft_stage, teacher_stage
 
     cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
     ds = load_data(cfg)
@@ -226,7 +226,7 @@ def soften_cmd(data, out, config, seed) -> None:
 @click.option("--no-lever", is_flag=True, help="Train on the original binary targets (the base arm).")
 def train_cmd(data, out, config, seed, no_lever) -> None:
     """Train the built-in OvA classifier (+LEVER unless --no-lever) and evaluate it on the test split."""
-    from lever_plugins.pipeline import train_one
+    from lever_plugins.runner import train_one
 
     cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
     m = train_one(cfg, out, lever=not no_lever, log=click.echo)

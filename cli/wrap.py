@@ -14,7 +14,7 @@ from lever_cli.main import _load_cfg, cli, common
 @click.argument("upstream_args", nargs=-1, type=click.UNPROCESSED)
 def wrap_cmd(adapter, data, out, config, seed, upstream, no_lever, upstream_args) -> None:
     """Run ADAPTER's upstream trainer with LEVER's targets (args after `--` go to the upstream)."""
-    from lever_plugins.pipeline import train_one
+    from lever_plugins.runner import train_one
 
     overrides = {"data.path": data, "seed": seed, "trainer.adapter": adapter, "trainer.upstream": upstream}
     if upstream_args:

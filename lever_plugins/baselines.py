@@ -35,7 +35,7 @@ ALPHAS = tuple(np.round(np.linspace(0.0, 1.0, 11), 2).tolist())
 class BaselineContext:
     """What a baseline may use: the A/B run, its data and the stages it has already computed.
 
-    ``arms``: arm -> (training features, targets, upstream cache key), as ``pipeline.arm_inputs`` gives;
+    ``arms``: arm -> (training features, targets, upstream cache key), as ``stages.arm_inputs`` gives;
     ``scores``: arm -> test scores (top-k logits of the configured trainer).
     """
 
@@ -144,7 +144,7 @@ def choose_alpha(
 def teacher_embedder(ctx: BaselineContext):
     """A function texts -> teacher embeddings (the pre-trained encoder, or the run's trained teacher)."""
     from lever_plugins import plugins
-    from lever_plugins.pipeline import cache_dir
+    from lever_plugins.stages import cache_dir
 
     tcfg = ctx.cfg.teacher
     if tcfg.name == "siamese" and not tcfg.train:
@@ -172,7 +172,7 @@ class ReRank:
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
         from lever_plugins.metrics import inv_propensity
-        from lever_plugins.pipeline import eval_kwargs
+        from lever_plugins.stages import eval_kwargs
 
         ek = eval_kwargs(ctx.ds, ctx.cfg)
         return rerank(ctx.scores["base"], inv_propensity(ctx.ds.binary_train(), ek["A"], ek["B"]))
@@ -183,7 +183,7 @@ class Ensemble:
     title = "teacher-classifier ensemble"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
-        from lever_plugins.pipeline import _save_csr, arm_sparse, cached_stage, eval_kwargs, teacher_stage, train_stage
+        from lever_plugins.stages import _save_csr, arm_sparse, cached_stage, eval_kwargs, teacher_stage, train_stage
 
         run, ds, cfg = ctx.run, ctx.ds, ctx.cfg
         temb, tkey = teacher_stage(run, ds, cfg, ctx.sig, ctx.log)
@@ -241,7 +241,7 @@ class LabelRows:
     title = "label rows only (N + L, no teacher)"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
-        from lever_plugins.pipeline import arm_sparse, arm_texts, train_stage
+        from lever_plugins.stages import arm_sparse, arm_texts, train_stage
 
         y_aug = sp.load_npz(ctx.run.root / "soft" / "y_aug.npz").tocsr().astype(np.float32)  # the soft stage's
         n = ctx.ds.y_trn.shape[0]

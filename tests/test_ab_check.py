@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lever_plugins import config, hookimpl, pipeline, plugins
+from lever_plugins import config, hookimpl, plugins, runner, stages
 from lever_plugins.compare.arms import arm_differences, arm_settings
 from lever_plugins.soft_labels import blend
 
@@ -105,7 +105,7 @@ def tiny_ab(tmp_path: Path, tiny_model: Path, tiny_lf: Path, monkeypatch: pytest
 
     def run(name: str) -> tuple[dict, list[str], str]:
         lines: list[str] = []
-        pipeline.run_ab(cfg, tmp_path / name, log=lines.append)
+        runner.run_ab(cfg, tmp_path / name, log=lines.append)
         out = tmp_path / name
         return json.loads((out / "manifest.json").read_text())["ab_check"], lines, (out / "compare.md").read_text()
 
@@ -142,13 +142,13 @@ def test_ab_reports_fair_arms_and_injected_differences(tiny_ab, one_torch_thread
     warn = [line for line in lines if line.startswith("WARNING: base and +LEVER differ in more than LEVER's")]
     assert len(warn) == 1 and warn[0] in md and "truth_targets_on_document_rows" in warn[0]
 
-    real = pipeline.arm_inputs
+    real = stages.arm_inputs
 
     def other_features(run, ds, cfg, sig, feats, lever, log=None):
         x, y, key = real(run, ds, cfg, sig, feats, lever, log)
         return (x * np.float32(1.001) if lever else x), y, key
 
-    monkeypatch.setattr(pipeline, "arm_inputs", other_features)
+    monkeypatch.setattr(runner, "arm_inputs", other_features)
     check, _, md = tiny_ab("features")
     assert [d.split(":")[0] for d in check["differences"]] == ["document_features"]
     assert "WARNING: base and +LEVER differ" in md

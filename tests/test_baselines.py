@@ -14,7 +14,7 @@ from lever_plugins import config, plugins
 from lever_plugins.baselines import ALPHAS, choose_alpha, ensemble_scores, rerank
 from lever_plugins.errors import PluginError
 from lever_plugins.metrics import evaluate, inv_propensity
-from lever_plugins.pipeline import run_ab
+from lever_plugins.runner import run_ab
 
 
 def _topk_logits(rng: np.random.Generator, n: int, n_lbl: int, k: int) -> sp.csr_matrix:
@@ -153,8 +153,8 @@ def test_ensemble_embeds_with_the_runs_trained_teacher(
 ) -> None:
     """A trained teacher is reloaded from the teacher stage's checkpoint, not re-trained or replaced."""
     from lever_plugins.baselines import BaselineContext, teacher_embedder
-    from lever_plugins.pipeline import data_signature, load_data, teacher_stage
     from lever_plugins.runs import Run
+    from lever_plugins.stages import data_signature, load_data, teacher_stage
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
     values = json.loads(json.dumps(TINY))
@@ -178,7 +178,7 @@ def test_baselines_train_on_the_arms_input_with_tfidf(
 ) -> None:
     """With the hybrid input the label-rows and ensemble classifiers get the TF-IDF head too: the
     label_rows scores equal an L-BFGS fit on [dense; label dense] + [TF-IDF; label TF-IDF], done here."""
-    from lever_plugins.pipeline import features, load_data, prepare_split
+    from lever_plugins.stages import features, load_data, prepare_split
     from lever_plugins.trainer import ova
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))

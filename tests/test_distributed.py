@@ -88,8 +88,8 @@ def no_dropout_model(tiny_model, tmp_path):
 
 def test_ddp_teacher_on_two_processes_equals_one_process(no_dropout_model, tiny_lf, tmp_path):
     from lever_plugins import config as cfgmod
-    from lever_plugins.pipeline import data_signature, load_data, teacher_stage
     from lever_plugins.runs import Run
+    from lever_plugins.stages import data_signature, load_data, teacher_stage
     from lever_plugins.teacher.encoder import Encoder
 
     # 12 labels in batches of 5: 5, 5, 2 → shards 3+2, 3+2, 1+1 (padding); epoch 2 uses clustered batches.

@@ -203,7 +203,7 @@ def test_stage_key_follows_the_finetune_settings():
 
 def test_ab_pipeline_finetunes_both_arms_and_caches(tmp_path: Path, tiny_lf: Path, tiny_model: Path,
                                                      monkeypatch: pytest.MonkeyPatch):  # fmt: skip
-    from lever_plugins.pipeline import run_ab
+    from lever_plugins.runner import run_ab
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
     values = {
@@ -235,7 +235,7 @@ def test_ab_pipeline_finetunes_both_arms_and_caches(tmp_path: Path, tiny_lf: Pat
 
 
 def test_unknown_model_with_finetune_is_the_model_error(tmp_path: Path, tiny_lf: Path):
-    from lever_plugins.pipeline import run_ab
+    from lever_plugins.runner import run_ab
 
     cfg = config.from_dict({"data": {"path": str(tiny_lf)}, "encoder": {"model": str(tmp_path / "nope")},
                             "trainer": {"finetune": True}})  # fmt: skip

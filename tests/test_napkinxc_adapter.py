@@ -219,7 +219,7 @@ def test_run_ab_with_napkinxc(tmp_path: Path, tiny_lf: Path, monkeypatch: pytest
     except md.PackageNotFoundError:
         pytest.skip("distribution lever-napkinxc is not installed: run_ab finds adapters by entry point")
     from lever_plugins import config
-    from lever_plugins.pipeline import run_ab
+    from lever_plugins.runner import run_ab
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
     plugins.reset()

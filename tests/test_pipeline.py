@@ -12,7 +12,7 @@ from conftest import lever
 
 from lever_plugins import config
 from lever_plugins.metrics import evaluate
-from lever_plugins.pipeline import run_ab
+from lever_plugins.runner import run_ab
 
 TINY = {
     "seed": 3,
@@ -92,7 +92,7 @@ def test_corrupted_artefact_is_rebuilt(tmp_path: Path, tiny_lf: Path, cache: Pat
 
 
 def test_holdout_never_reads_test_split(tmp_path: Path, tiny_lf: Path, cache: Path):
-    from lever_plugins.pipeline import load_data
+    from lever_plugins.stages import load_data
 
     cfg = _cfg(tiny_lf)
     cfg.data.holdout = 0.25
@@ -157,7 +157,7 @@ def test_plt_reference_row(tmp_path: Path, tiny_lf: Path, cache: Path):
 
 def test_adapter_options_from_config(tiny_lf: Path):
     from lever_plugins.errors import ConfigError
-    from lever_plugins.pipeline import make_adapter
+    from lever_plugins.stages import make_adapter
 
     cfg = _cfg(tiny_lf, trainer={"options": {"hidden_units": 3}})
     with pytest.raises(ConfigError) as exc:

@@ -83,7 +83,7 @@ FEATURES = ("tfidf", "encoder")
 
 
 def build_cache() -> Path:
-    from lever_plugins.pipeline import cache_dir
+    from lever_plugins.stages import cache_dir
 
     return cache_dir() / "xreg-build"
 

@@ -1,7 +1,8 @@
-"""The LEVER pipeline as library calls: features, teacher, soft labels, train, evaluate, A/B.
+"""The LEVER stages as library calls: data, features, teacher, soft labels, one arm's training.
 
 Each stage writes its artefacts into the run directory atomically and records its config hash and
-checksums in ``manifest.json``; a re-run skips every stage whose inputs did not change.
+checksums in ``manifest.json``; a re-run skips every stage whose inputs did not change. The A/B runner
+(:mod:`lever_plugins.runner`) and the report writers (:mod:`lever_plugins.report`) sit on top of it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import contextlib
 import hashlib
 import inspect
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from lever_plugins.config import RunConfig
 from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
 from lever_plugins.faults import crash_point
-from lever_plugins.runs import Run, atomic_path, atomic_write, write_json
+from lever_plugins.runs import Run, atomic_path
 
 LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
 
@@ -39,9 +38,6 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lever-plugins"
     )
     return Path(root)
-
-
-# ---------------------------------------------------------------- data
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -145,9 +141,6 @@ def data_signature(ds: Dataset) -> str:
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- events
-
-
 def emit(run: Run, event: str, **payload: Any) -> None:
     plugins.get_plugin_manager().hook.lever_run_event(run=run, event=event, payload=payload)
 
@@ -162,9 +155,6 @@ def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
     emit(run, "stage_end", **info)
     if log:
         log(f"[{name}] {info['seconds']:.1f}s" + (" (cached)" if info.get("cached") else ""))
-
-
-# ---------------------------------------------------------------- stages
 
 
 def features(ds: Dataset, cfg: RunConfig, progress: bool = True, needed: bool = True) -> dict[str, np.ndarray]:
@@ -403,16 +393,6 @@ def eval_kwargs(ds: Dataset, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for d in ("lever-plugins", "torch", "transformers", "faiss-cpu", "numpy", "scipy", "napkinxc"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[d] = md.version(d)
-    return out
-
-
 def arm_inputs(
     run: Run, ds: Dataset, cfg: RunConfig, sig: str, feats: dict[str, np.ndarray], lever: bool, log: Any = None
 ) -> tuple[np.ndarray, sp.csr_matrix, str]:
@@ -438,178 +418,3 @@ def arm_texts(ds: Dataset, rows: int) -> tuple[list[str], list[str]]:
 def arm_context(run: Run, ds: Dataset, arm: str, rows: int) -> ArmContext:
     support = ds.binary_train() if arm == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
     return ArmContext(run.root, arm, ds, arm_texts(ds, rows)[0], support)
-
-
-def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = print) -> dict[str, float]:
-    """One arm alone (``lever train [--no-lever]``): OUT/<arm>/scores.npz and metrics.json."""
-    from lever_plugins.metrics import evaluate
-
-    arm = "lever" if lever else "base"
-    ds = load_data(cfg)
-    adapter = preflight(cfg)
-    sig = data_signature(ds)
-    with Run(out) as run:
-        with stage(run, "features", log):
-            feats = features(ds, cfg, needed=getattr(adapter, "needs_features", True))
-        x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
-        s, _ = train_stage(
-            run, arm, x, y, feats["tst"], cfg, ukey, log,
-            texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
-            x_sparse=arm_sparse(feats, y.shape[0]),
-        )  # fmt: skip
-        m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
-        write_json(run.root / arm / "metrics.json", m)
-        return m
-
-
-def reference_stage(run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None) -> sp.csr_matrix:
-    """napkinXC PLT on TF-IDF, trained on the original binary targets: a standard XC library beside the A/B."""
-    try:
-        from lever_napkinxc.reference import plt_reference
-    except ImportError as exc:
-        raise ConfigError(
-            "eval.reference = 'plt' needs the lever-napkinxc adapter",
-            where="--reference",
-            fix="pip install -e adapters/napkinxc (scripts/setup.sh does)",
-        ) from exc
-    key = cfgmod.config_hash(sig, cfg.seed, cfg.trainer.top_k, "plt")
-    art = "reference/scores.npz"
-
-    def compute() -> None:
-        s = plt_reference(ds.trn_texts, ds.binary_train(), ds.tst_texts, top_k=cfg.trainer.top_k, seed=cfg.seed)
-        _save_csr(run.root / art, s)
-
-    cached_stage(run, "reference_plt", key, [art], compute, log)
-    return sp.load_npz(run.root / art).tocsr()
-
-
-def reference_table(metrics: dict[str, dict[str, float]], keys: tuple[str, ...]) -> str:
-    rows = ["| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    for name, m in metrics.items():
-        rows.append(f"| {name} | " + " | ".join(f"{100 * m[k]:.2f}" for k in keys) + " |")
-    return "\n".join(rows)
-
-
-def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
-    """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
-    from lever_plugins.compare import format_table, paired_bootstrap
-    from lever_plugins.compare.arms import arm_settings
-    from lever_plugins.compare.arms import report as arms_report
-    from lever_plugins.compare.arms import summary as arms_summary
-    from lever_plugins.metrics import decile_contributions, evaluate, plot_deciles
-
-    walls: dict[str, float] = {}
-    t0 = time.perf_counter()
-    ds = load_data(cfg)  # bad input fails here, before the run directory exists
-    adapter = preflight(cfg)  # and so does a missing or drifted upstream
-    sig = data_signature(ds)
-    reg = plugins.baselines() if cfg.eval.baselines else {}
-    chosen_baselines = {  # unknown names fail here too
-        b: plugins.lookup(reg, b, "baseline", "eval.baselines").factory() for b in cfg.eval.baselines
-    }
-    walls["data"] = time.perf_counter() - t0
-    with Run(out) as run:
-        log(
-            f"data {ds.name}: {len(ds.trn_texts)} train, {len(ds.tst_texts)} test, {ds.num_labels} labels"
-            + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")
-        )
-        with stage(run, "features", log) as info:
-            feats = features(ds, cfg, needed=getattr(adapter, "needs_features", True))
-        walls["features"] = info["seconds"]
-
-        arms = {arm: arm_inputs(run, ds, cfg, sig, feats, arm == "lever", log) for arm in ("base", "lever")}
-        scores: dict[str, sp.csr_matrix] = {}
-        metrics: dict[str, dict[str, float]] = {}
-        ek = eval_kwargs(ds, cfg)
-        settings: dict[str, dict[str, Any]] = {}
-        for arm, (x, y, ukey) in arms.items():
-            texts = arm_texts(ds, y.shape[0])
-            s, stats = train_stage(
-                run, arm, x, y, feats["tst"], cfg, ukey, log,
-                texts=texts, context=arm_context(run, ds, arm, y.shape[0]),
-                x_sparse=arm_sparse(feats, y.shape[0]),
-            )  # fmt: skip
-            settings[arm] = arm_settings(
-                adapter=cfg.trainer.adapter, trainer=cfg.trainer, encoder=cfg.encoder, seed=cfg.seed,
-                data_signature=sig, truth=ek["train_truth"], x_train=x, targets=y, x_test=feats["tst"], texts=texts,
-            )  # fmt: skip
-            scores[arm] = s
-            metrics[arm] = evaluate(s, ds.y_tst, name=ds.name, **ek)
-            write_json(run.root / arm / "metrics.json", metrics[arm])
-            emit(run, "metrics", arm=arm, metrics=metrics[arm])
-
-        t1 = time.perf_counter()
-        boot = paired_bootstrap(
-            scores["base"],
-            scores["lever"],
-            ds.y_tst,
-            ek["train_truth"],
-            n_boot=cfg.eval.bootstrap,
-            confidence=cfg.eval.confidence,
-            seed=cfg.seed,
-            filter_pairs=ek["filter_pairs"],
-            A=ek["A"],
-            B=ek["B"],
-        )
-        table = format_table(boot, names=("base", "+LEVER"))
-        rows = {"base": metrics["base"], "+LEVER": metrics["lever"]}
-        check = arms_report(settings["base"], settings["lever"], {"teacher": cfgmod.to_dict(cfg.teacher),
-                                                                  "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
-        log(arms_summary(check))
-        if cfg.eval.reference == "plt":
-            ref = reference_stage(run, ds, cfg, sig, log)
-            metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
-            write_json(run.root / "reference" / "metrics.json", metrics["plt"])
-            rows["napkinXC PLT"] = metrics["plt"]
-        extra = {}  # tail baselines: display name -> arm name in scores/metrics
-        for name, bl in chosen_baselines.items():
-            from lever_plugins.baselines import BaselineContext
-
-            ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log)
-            scores[name] = bl.run(ctx)
-            metrics[name] = evaluate(scores[name], ds.y_tst, name=ds.name, **ek)
-            write_json(run.root / "baselines" / name / "metrics.json", metrics[name])
-            emit(run, "metrics", arm=name, metrics=metrics[name])
-            rows[bl.title] = metrics[name]
-            extra[bl.title] = name
-        if len(rows) > 2:
-            what = ["napkinXC PLT on TF-IDF, binary targets"] if "plt" in metrics else []
-            what += ["tail baselines on the same features"] if extra else []
-            table += f"\n\nReference, same split ({'; '.join(what)}):\n\n" + reference_table(rows, tuple(boot))
-        header = (
-            f"# base vs +LEVER on {ds.name}\n\n{len(ds.tst_texts)} test documents, {ds.num_labels} labels; "
-            f"paired bootstrap ({cfg.eval.bootstrap} resamples of test documents), "
-            f"{cfg.eval.confidence:.0%} intervals; values in %.\n\n"
-        )
-        with atomic_write(run.root / "compare.md", "w", encoding="utf-8") as fh:
-            fh.write(header + table + "\n\n" + arms_summary(check) + "\n")
-        # Equal positive-mass bins show the tail (as the paper's figure); equal label-count bins are kept too.
-        for mode, suffix in (("mass", ""), ("labels", "_labels")):
-            deciles = {
-                name: decile_contributions(
-                    scores[arm], ds.y_tst, ek["train_truth"], k=5, mode=mode, filter_pairs=ek["filter_pairs"]
-                )
-                for name, arm in (("base", "base"), ("+LEVER", "lever"), *extra.items())
-            }
-            write_json(run.root / f"deciles{suffix}.json", deciles)
-            plot_deciles(deciles, run.root / f"deciles{suffix}.png", title=f"P@5 by train-frequency bin: {ds.name}")
-        walls["compare"] = time.perf_counter() - t1
-        man = run.manifest()
-        stage_secs = {k: v.get("seconds") for k, v in man.get("stages", {}).items()}
-        run.update_manifest(
-            config=cfgmod.to_dict(cfg),
-            seeds={"run": cfg.seed, "teacher": cfg.teacher.seed or cfg.seed},
-            versions=versions(),
-            plugins=plugins.plugin_versions(),
-            wall_seconds={**walls, **stage_secs},
-            ab_check=check,
-            data={
-                "name": ds.name,
-                "signature": sig,
-                "n_trn": ds.y_trn.shape[0],
-                "n_tst": len(ds.tst_texts),
-                "L": ds.num_labels,
-            },
-        )
-        log("\n" + table)
-        return {"metrics": metrics, "bootstrap": boot, "table": table}
