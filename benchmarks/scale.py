@@ -6,7 +6,7 @@ row buckets. Each size runs in its own child process, and its peak RSS is that c
 from ``os.wait4`` (data generation, faiss index, kNN and writing all included).
 
 The kNN runs as the soft-label stage runs it (``--index auto``, ``--recall 0.95``): exact search while it
-costs at most ``exact_max_ops`` multiply-adds (2·10^12 on CPU), otherwise an approximate faiss index
+costs at most ``exact_max_ops`` multiply-adds (2·10^11 on CPU), otherwise an approximate faiss index
 (HNSW on CPU) whose efSearch (or nprobe, IVF) the builder raises until a sample of 1,000 queries reaches
 the recall target against exact search. The benchmark then measures the recall itself, independently:
 on another random sample of labels, the approximate search with the parameters the builder chose against

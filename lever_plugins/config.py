@@ -73,7 +73,7 @@ class SoftLabelConfig:
     index: str = "auto"  # "auto" (exact while affordable, else approximate), "flat" (exact), "hnsw", "ivf"
     recall: float = 0.95  # approximate index: nprobe/efSearch raised until a query sample reaches this recall
     recall_sample: int = 1000  # queries searched exactly to measure the recall
-    exact_max_ops: float = 0.0  # "auto": exact up to this many multiply-adds (0: 2e12 on CPU, 2e14 on CUDA)
+    exact_max_ops: float = 0.0  # "auto": exact up to this many multiply-adds (0: 2e11 on CPU, 2e14 on CUDA)
     k: int = 100  # neighbours retrieved per label
     chunk_size: int = 4096  # query rows per faiss call: bounds memory
     calibration: str = "linear"  # "linear" (1+cos)/2 or "sigmoid" 1/(1+exp(-(a*cos+c)))
