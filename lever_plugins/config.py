@@ -70,7 +70,10 @@ class TeacherConfig:
 @dataclass
 class SoftLabelConfig:
     provider: str = "knn"
-    index: str = "flat"  # "flat" (exact IndexFlatIP), "hnsw", "ivf"
+    index: str = "auto"  # "auto" (exact while affordable, else approximate), "flat" (exact), "hnsw", "ivf"
+    recall: float = 0.95  # approximate index: nprobe/efSearch raised until a query sample reaches this recall
+    recall_sample: int = 1000  # queries searched exactly to measure the recall
+    exact_max_ops: float = 0.0  # "auto": exact up to this many multiply-adds (0: 2e11 on CPU, 2e14 on CUDA)
     k: int = 100  # neighbours retrieved per label
     chunk_size: int = 4096  # query rows per faiss call: bounds memory
     calibration: str = "linear"  # "linear" (1+cos)/2 or "sigmoid" 1/(1+exp(-(a*cos+c)))
@@ -210,7 +213,7 @@ def _apply(obj: Any, values: dict[str, Any], where: str, keys: tuple[str, ...] =
 
 _CHOICES = {
     ("teacher", "loss"): ("triplet", "logistic"),
-    ("soft_labels", "index"): ("flat", "hnsw", "ivf"),
+    ("soft_labels", "index"): ("auto", "flat", "hnsw", "ivf"),
     ("soft_labels", "calibration"): ("linear", "sigmoid"),
     ("soft_labels", "blend_mode"): ("paper", "union"),
     ("trainer", "negatives"): ("full", "shortlist"),
@@ -241,6 +244,9 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("teacher", "cluster_size"): (">= 1", lambda v: v >= 1),
     ("teacher", "seed"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "k"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "recall"): ("in [0, 1] (0: no tuning)", lambda v: 0.0 <= v <= 1.0),
+    ("soft_labels", "recall_sample"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "exact_max_ops"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "chunk_size"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "tau_l"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "tau_d"): (">= 0", lambda v: v >= 0),

@@ -74,6 +74,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.errors import ConfigError, DataError
+from lever_plugins.topk import topk_by_id
 
 IVF_MIN_LABELS = 32768  # above this many labels, mining uses an approximate IVF index (sublinear in L)
 IVF_NPROBE = 16
@@ -220,8 +221,9 @@ def _torch_topk(
             if fuse is not None:
                 prior, alpha = fuse
                 logits = (1.0 - alpha) * torch.sigmoid(logits) + alpha * torch.from_numpy(prior[s:e].toarray())
-            v, i = torch.topk(logits, k, dim=1)
-            vals[s : s + PREDICT_CHUNK], idx[s : s + PREDICT_CHUNK] = v.numpy(), i.numpy()
+            # ties (e.g. labels whose weights never moved) keep the lowest label ids: the same scores
+            # whatever the thread count (lever_plugins.topk)
+            vals[s : s + PREDICT_CHUNK], idx[s : s + PREDICT_CHUNK] = topk_by_id(logits, k)
     return vals, idx
 
 
@@ -339,10 +341,9 @@ class _MiningIndex:
         self.index.add(wb)
 
     def search(self, q, k: int) -> np.ndarray:
-        import torch
 
         if self.torch_w is not None:
-            return torch.topk(q @ self.torch_w.T, k, dim=1).indices.cpu().numpy()
+            return topk_by_id(q @ self.torch_w.T, k)[1]  # ties by label id: thread-count independent
         _, idx = self.index.search(np.ascontiguousarray(q.cpu().numpy(), dtype=np.float32), k)
         return idx
 
