@@ -16,7 +16,7 @@ def _captured_config(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> cfgmod
     """Run ``lever train ARGS`` in-process with the pipeline replaced by a recorder of its config."""
     import lever_cli.main as climain
 
-    from lever_plugins import pipeline
+    from lever_plugins import runner
 
     seen: list[cfgmod.RunConfig] = []
 
@@ -24,7 +24,7 @@ def _captured_config(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> cfgmod
         seen.append(cfg)
         return {"P@1": 0.5}
 
-    monkeypatch.setattr(pipeline, "train_one", fake_train_one)
+    monkeypatch.setattr(runner, "train_one", fake_train_one)
     with pytest.raises(SystemExit) as exc:
         climain.main(["train", "--out", "unused", *args])
     assert exc.value.code == 0

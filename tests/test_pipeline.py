@@ -137,7 +137,7 @@ def test_lever_raises_tail_coverage_on_tiny_data(tmp_path: Path, tiny_lf: Path, 
     from lever_plugins.data import load_dataset
 
     out = tmp_path / "run"
-    r = run_ab(_cfg(tiny_lf, trainer={"epochs": 8}), out, log=lambda s: None)
+    r = run_ab(_cfg(tiny_lf, trainer={"epochs": 2}), out, log=lambda s: None)
     assert r["metrics"]["lever"]["C@5"] > r["metrics"]["base"]["C@5"]
     assert np.isfinite(r["bootstrap"]["C@5"]["lo"])
     ds = load_dataset(tiny_lf)
