@@ -217,7 +217,7 @@ def soften_cmd(data, out, config, seed) -> None:
     ds = load_data(cfg)
     with Run(out) as run:
         temb, tkey = teacher_stage(run, ds, cfg, data_signature(ds), log=click.echo)
-        t = soft_stage(run, ds, cfg, temb, tkey, log=click.echo)
+        t, _ = soft_stage(run, ds, cfg, temb, tkey, log=click.echo)
         click.echo(f"targets: {t.shape[0]} rows x {t.shape[1]} labels, {t.nnz} entries -> {Path(out) / 'soft'}")
 
 
