@@ -9,6 +9,7 @@ the tested commit, and a tiny real train.py + eval.py run on a debtags slice mus
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import importlib
 import json
@@ -291,7 +292,7 @@ def test_settings_refuse_impossible_elias_configs(tmp_path: Path, tok_dir: Path)
         ).settings(ctx)
     with pytest.raises(ConfigError, match="may not set dataset"):
         EliasAdapter(elias={"dataset": "x"})
-    ctx.upstream_args = ["--data_manager", "xmc"]
+    ctx = dataclasses.replace(ctx, upstream_args=["--data_manager", "xmc"])
     with pytest.raises(ConfigError, match="--data_manager is set by the adapter"):
         EliasAdapter(tf=str(tok_dir), elias={"eval_topk": 8, "max_leaf": 4, "beam_size": 4}).settings(ctx)
 
