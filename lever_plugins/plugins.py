@@ -268,12 +268,19 @@ def guard_hook(hook_name: str) -> Iterator[None]:
         raise _failure(f"hook {hook_name} (plugins: {', '.join(names)})", "a call", exc) from exc
 
 
-def check_call(reg: Registered, kind: str, where: str, args: tuple, options: dict[str, Any]) -> None:
-    """``reg.factory(*args, **options)`` binds to the factory's signature: else one line, exit 2."""
+def check_call(
+    reg: Registered, kind: str, where: str, args: tuple, options: dict[str, Any], fixed: dict[str, Any] | None = None
+) -> None:
+    """``reg.factory(*args, **fixed, **options)`` binds to the factory's signature (``fixed``: what the core
+    passes by keyword itself): else one line, exit 2."""
     factory = reg.factory
     target = factory.resolve() if isinstance(factory, LazyFactory) else factory
+    fixed = fixed or {}
     try:
-        inspect.signature(target).bind(*args, **options)
+        clash = sorted(set(fixed) & set(options))
+        if clash:
+            raise TypeError(f"{', '.join(clash)} is passed by lever itself")
+        inspect.signature(target).bind(*args, **fixed, **options)
     except TypeError as exc:
         raise ConfigError(
             f"{kind} {reg.name!r} does not take options {sorted(options)} (distribution {reg.dist}): {exc}",

@@ -245,7 +245,7 @@ def make_teacher(cfg: RunConfig) -> Any:
     seed``, else the run's) and ``[teacher.options]``, checked against the factory's signature first."""
     r = _reg(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
     opts = cfg.teacher.options
-    plugins.check_call(r, "teacher", "[teacher.options]", (cfg.teacher,), {"seed": 0, **opts})
+    plugins.check_call(r, "teacher", "[teacher.options]", (cfg.teacher,), opts, fixed={"seed": 0})
     with plugins.guard(r, "factory"):
         return r.factory(cfg.teacher, seed=cfg.teacher.seed or cfg.seed, **opts)
 
