@@ -5,17 +5,20 @@ For L in {10^4, 10^5, 10^6} (up to ``--max-labels``) and N = 2·L documents, syn
 row buckets. Each size runs in its own child process, and its peak RSS is that child's ``ru_maxrss``
 from ``os.wait4`` (data generation, faiss index, kNN and writing all included).
 
-The kNN is approximate (faiss IVF, ``--index ivf``) at every size, so that the growth exponent compares
-like with like: exact search at 10^6 labels × 2·10^6 documents is ~2·10^14 flops, far too slow on 2 CPU
-cores. Its recall@k against exact search (faiss brute force) is measured on a random sample of queries,
-for both searches (label → labels, label → documents), and printed beside the times.
+The kNN runs as the soft-label stage runs it (``--index auto``, ``--recall 0.95``): exact search while it
+costs at most ``exact_max_ops`` multiply-adds (2·10^11 on CPU), otherwise an approximate faiss index
+(HNSW on CPU) whose efSearch (or nprobe, IVF) the builder raises until a sample of 1,000 queries reaches
+the recall target against exact search. The benchmark then measures the recall itself, independently:
+on another random sample of labels, the approximate search with the parameters the builder chose against
+exact brute force (faiss), for both searches (label → labels, label → documents), counting the exact
+neighbours whose calibrated score reaches the threshold (those that become soft labels).
 
 Synthetic data: labels form groups of ~8 siblings (group centre + noise, cosine ≈ 0.8 to a sibling);
 label popularity is Zipf (exponent 0.9) over a random order; each document has 1-3 labels and is the
 normalised sum of their embeddings plus noise. Defaults: tau_l = 4, tau_d = 5, k = 16, threshold 0.8;
-IVF with 4·sqrt(n) lists, k-means on 40 sampled points per list, nprobe 8.
+IVF (``--index ivf``) with 4·sqrt(n) lists, k-means on 40 sampled points per list.
 
-    python benchmarks/scale.py [--max-labels 1000000] [--nprobe 8] [--threads 2]
+    python benchmarks/scale.py [--max-labels 1000000] [--min-labels 10000] [--recall 0.95] [--threads 2]
 
 The last line is JSON with keys labels, docs, seconds, peak_rss_mb for the largest size.
 Writes benchmarks/results/scale.json.
@@ -116,10 +119,11 @@ def child(args: argparse.Namespace) -> None:
     y, doc, lbl = make_data(L, N, seed=args.seed)
     t_gen = time.perf_counter() - t0
     cfg = dataclasses.replace(SoftLabelConfig(), index=args.index, k=args.k, tau_l=args.tau_l, tau_d=args.tau_d,
-                              threshold=args.threshold, chunk_size=args.chunk_size)
+                              threshold=args.threshold, chunk_size=args.chunk_size, recall=args.recall)
     # IVF: faiss' default here, 4·sqrt(n) lists per index (labels: n = L, documents: n = N)
-    opts = {"nprobe": args.nprobe, "ivf_points_per_list": args.ivf_points_per_list} if args.index == "ivf" else {}
-    nlist = {"labels": max(1, int(4 * math.sqrt(L))), "docs": max(1, int(4 * math.sqrt(N)))} if opts else {}
+    opts: dict = {"ivf_points_per_list": args.ivf_points_per_list}
+    if args.nprobe:
+        opts["nprobe"] = args.nprobe
     with tempfile.TemporaryDirectory(dir=args.workdir) as out:
         t1 = time.perf_counter()
         stats = write_soft_labels(out, y, doc, lbl, cfg, knn_options=opts, bucket_rows=args.bucket_rows)
@@ -129,24 +133,28 @@ def child(args: argparse.Namespace) -> None:
             shape = [int(v) for v in z["shape"]]
         leftovers = sorted(p.name for p in Path(out).iterdir() if p.name not in sizes or p.suffix != ".npz")
     peak_build_mb = _self_maxrss_mb()
-    # recall of the approximate searches against exact, on a sample of queries
+    # recall against exact brute force, measured here on another sample of queries (seed 1; the builder
+    # tuned on seed 0) with the method and search parameter the builder chose for each search
     rec: dict[str, float] = {}
-    if args.index != "flat":
-        rng = np.random.default_rng(1)
-        q = lbl[np.sort(rng.choice(L, min(args.recall_sample, L), replace=False))]
-        min_cos = 2 * args.threshold - 1  # linear calibration: p = (1 + cos) / 2
-        for name, base in (("labels", lbl), ("docs", doc)):
-            _, approx = knn_search(q, base, args.k, index=args.index, chunk_size=args.chunk_size, **opts)
-            r_all, r_strong = recall_at_k(q, base, args.k, approx, min_cos)
-            rec[name] = round(r_all, 4)
-            rec[f"{name}_above_threshold"] = round(r_strong, 4)
+    rng = np.random.default_rng(1)
+    q = lbl[np.sort(rng.choice(L, min(args.recall_sample, L), replace=False))]
+    min_cos = 2 * args.threshold - 1  # linear calibration: p = (1 + cos) / 2
+    for name, base in (("labels", lbl), ("docs", doc)):
+        chosen = stats["knn"].get(name, {})
+        method = "flat" if chosen.get("method", "exact") == "exact" else chosen["method"]
+        params = {key: chosen[key] for key in ("nprobe", "ef_search") if key in chosen}
+        _, approx = knn_search(q, base, args.k, index=method, chunk_size=args.chunk_size, recall=0.0,
+                               **{**opts, **params})
+        r_all, r_strong = recall_at_k(q, base, args.k, approx, min_cos)
+        rec[name] = round(r_all, 4)
+        rec[f"{name}_above_threshold"] = round(r_strong, 4)
     print(json.dumps({
         "labels": L, "docs": N, "seconds": round(seconds, 2), "seconds_generate": round(t_gen, 2),
         "seconds_knn": stats["seconds_neighbours"], "seconds_write": stats["seconds_write"],
         "pairs_label_rows": stats["pairs_label_rows"], "pairs_doc_topup": stats["pairs_doc_topup"],
         "labels_below_tau_d": stats["labels_below_tau_d"], "train_nnz": int(y.nnz), "buckets": stats["buckets"],
         "soft_shape": shape, "output_bytes": sizes, "leftover_files": leftovers,
-        "peak_rss_mb_after_build_self": peak_build_mb, "recall_at_k": rec, "nlist": nlist,
+        "peak_rss_mb_after_build_self": peak_build_mb, "recall_at_k": rec, "knn": stats["knn"],
     }))
 
 
@@ -176,12 +184,19 @@ def run_size(L: int, args: argparse.Namespace) -> dict:
 
 def _forward(args: argparse.Namespace) -> list[str]:
     out = []
-    for key in ("index", "k", "tau_l", "tau_d", "threshold", "chunk_size", "nprobe", "ivf_points_per_list",
+    for key in ("index", "recall", "k", "tau_l", "tau_d", "threshold", "chunk_size", "nprobe", "ivf_points_per_list",
                 "docs_per_label", "seed", "recall_sample", "threads", "bucket_rows", "workdir"):
         v = getattr(args, key)
         if v is not None:
             out += [f"--{key.replace('_', '-')}", str(v)]
     return out
+
+
+def _method(info: dict) -> str:
+    if info.get("method") in ("ivf", "hnsw"):
+        key = "nprobe" if info["method"] == "ivf" else "ef_search"
+        return f"{info['method']} {key} {info[key]} (tuned recall {info['recall']})"
+    return info.get("method", "-")
 
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
@@ -194,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-labels", type=float, default=1e6)
     ap.add_argument("--docs-per-label", type=float, default=2.0)
-    ap.add_argument("--index", default="ivf", choices=["flat", "ivf", "hnsw"])
+    ap.add_argument("--min-labels", type=float, default=1e4)
+    ap.add_argument("--index", default="auto", choices=["auto", "flat", "ivf", "hnsw"])
+    ap.add_argument("--recall", type=float, default=0.95, help="the builder's recall target (0: no tuning)")
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--tau-l", type=int, default=4)
     ap.add_argument("--tau-d", type=int, default=5)
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--chunk-size", type=int, default=16384)
-    ap.add_argument("--nprobe", type=int, default=8)
+    ap.add_argument("--nprobe", type=int, default=None, help="IVF start value (the builder raises it)")
     ap.add_argument("--ivf-points-per-list", type=int, default=40, help="k-means sample per IVF list")
     ap.add_argument("--bucket-rows", type=int, default=1 << 20)
     ap.add_argument("--recall-sample", type=int, default=1000)
@@ -213,13 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    sizes = [s for s in SIZES if s <= args.max_labels] or [int(args.max_labels)]
+    sizes = [s for s in SIZES if args.min_labels <= s <= args.max_labels] or [int(args.max_labels)]
     results = []
-    print(f"soft labels, synthetic d={D}, N = {args.docs_per_label:g}·L, index {args.index} (nlist 4·sqrt(n), "
-          f"nprobe {args.nprobe}, k-means on {args.ivf_points_per_list} points per list), "
+    print(f"soft labels, synthetic d={D}, N = {args.docs_per_label:g}·L, index {args.index}, recall target "
+          f"{args.recall} (IVF: nlist 4·sqrt(n), k-means on {args.ivf_points_per_list} points per list), "
           f"k {args.k}, tau_l {args.tau_l}, tau_d {args.tau_d}, {args.threads} threads")
     hdr = (f"{'labels':>9}{'docs':>10}{'build s':>9}{'kNN s':>8}{'write s':>8}{'pairs':>10}{'peak MB':>9}"
-           f"{'recall lbl':>11}{'recall doc':>11}{'rec lbl p>=t':>13}{'rec doc p>=t':>13}")
+           f"{'recall lbl':>11}{'recall doc':>11}{'rec lbl p>=t':>13}{'rec doc p>=t':>13}  method lbl / doc")
     print(hdr, flush=True)
     nan = float("nan")
     for L in sizes:
@@ -229,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['labels']:>9}{r['docs']:>10}{r['seconds']:>9.1f}{r['seconds_knn']:>8.1f}{r['seconds_write']:>8.1f}"
               f"{r['pairs_label_rows'] + r['pairs_doc_topup']:>10}{r['peak_rss_mb']:>9.0f}"
               f"{rec.get('labels', nan):>11.3f}{rec.get('docs', nan):>11.3f}"
-              f"{rec.get('labels_above_threshold', nan):>13.3f}{rec.get('docs_above_threshold', nan):>13.3f}",
-              flush=True)
+              f"{rec.get('labels_above_threshold', nan):>13.3f}{rec.get('docs_above_threshold', nan):>13.3f}"
+              f"  {_method(r['knn'].get('labels', {}))} / {_method(r['knn'].get('docs', {}))}", flush=True)
     xs = [r["labels"] for r in results]
     growth = {"seconds": slope(xs, [r["seconds"] for r in results]),
               "peak_rss_mb": slope(xs, [r["peak_rss_mb"] for r in results])}
@@ -238,14 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                 for a, b in zip(results, results[1:], strict=False)]
     print(f"growth exponent (log-log fit over L): time {growth['seconds']}, peak memory {growth['peak_rss_mb']}; "
           f"time exponent between consecutive sizes: {pairwise}")
-    if args.index != "flat":
-        print(f"kNN is approximate (faiss {args.index.upper()}): recall@{args.k} vs exact brute force on "
-              f"{args.recall_sample} sampled label queries is in the table ('p>=t': of the exact neighbours whose "
-              f"calibrated score reaches the threshold {args.threshold}, i.e. those that can become soft labels)")
+    print(f"recall@{args.k} vs exact brute force on {args.recall_sample} sampled label queries ('p>=t': of the exact "
+          f"neighbours whose calibrated score reaches the threshold {args.threshold}, i.e. those that can become "
+          f"soft labels); method: what the builder chose, with its tuned search parameter")
     from lever_plugins.runs import write_json
 
     write_json(args.out, {"what": "chunked soft labels (write_soft_labels), synthetic embeddings", "d": D,
-                          "index": args.index, "nprobe": args.nprobe, "k": args.k, "tau_l": args.tau_l,
+                          "index": args.index, "recall_target": args.recall, "k": args.k, "tau_l": args.tau_l,
                           "tau_d": args.tau_d, "threshold": args.threshold, "chunk_size": args.chunk_size,
                           "threads": args.threads, "machine": platform.processor() or platform.machine(),
                           "cpu_count": os.cpu_count(), "load_average": os.getloadavg(), "sizes": results,

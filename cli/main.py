@@ -5,6 +5,7 @@ Every user error is one line on stderr and exit code 2; tracebacks are for bugs 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -20,18 +21,33 @@ from lever_plugins.errors import LeverError
 
 
 def _load_cfg(config: str | None, **overrides: Any) -> Any:
+    """``config`` with the command's ``--set`` items applied, then its own options (``--data``, ``--seed``,
+    ...; None = not given), which are the more specific."""
     from lever_plugins import config as cfgmod
 
-    nested: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
-        section, _, key = dotted.partition(".")
-        if key:
-            nested.setdefault(section, {})[key] = value
-        else:
-            nested[section] = value
+    given = cfgmod.nest({k: v for k, v in overrides.items() if v is not None})
+    nested = cfgmod.merge(cfgmod.parse_sets(_sets()), given)
     return cfgmod.load(config, nested)
+
+
+def _sets() -> tuple[str, ...]:
+    ctx = click.get_current_context(silent=True)
+    return tuple(ctx.meta.get("lever.sets", ())) if ctx else ()
+
+
+def with_set(f):
+    """Add ``--set section.key=value`` (repeatable) to a command that takes ``--config``; the items reach
+    :func:`_load_cfg` through the click context, so the command's signature stays as it is."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, sets: tuple[str, ...] = (), **kwargs: Any) -> Any:
+        click.get_current_context().meta["lever.sets"] = sets
+        return f(*args, **kwargs)
+
+    return click.option(
+        "--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
+        help="Override one config key, typed like TOML (repeatable): --set trainer.l2=3e-6 --set eval.k=[1,10].",
+    )(wrapper)  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,11 +124,12 @@ def data_validate(path: str) -> None:
 @data_grp.command("convert")
 @click.argument("src", type=click.Path())
 @click.argument("dst", type=click.Path())
-def data_convert(src: str, dst: str) -> None:
+@click.option("--force", is_flag=True, help="Replace a non-empty destination folder (as a whole, once complete).")
+def data_convert(src: str, dst: str, force: bool) -> None:
     """Convert between XC sparse text, .npz, and LF json.gz / raw text folders."""
     from lever_plugins.data import convert
 
-    convert(src, dst)
+    convert(src, dst, force=force)
     click.echo(f"wrote {dst}")
 
 
@@ -125,7 +142,8 @@ data_grp.add_command(build_grp)
 @cli.command("eval")
 @click.option("--scores", "scores_path", required=True, type=click.Path(), help="Predicted scores (.npz or XC text).")
 @click.option("--truth", "truth_path", required=True, type=click.Path(), help="Test labels (.npz or XC text).")
-@click.option("--train", "train_path", type=click.Path(), help="Train labels, for propensity-scored metrics.")
+@click.option("--train", "train_path", type=click.Path(),
+              help="Train labels, for propensity-scored metrics (PSP, PSnDCG: left out without it).")
 @click.option("--filter", "filter_path", type=click.Path(), help="Filter file of 'row label' pairs.")
 @click.option("-k", "ks", multiple=True, type=int, default=(1, 3, 5), show_default=True)
 @click.option("--name", default="", help="Data-set name, picks propensity A/B (Amazon, Wiki, other).")
@@ -135,9 +153,16 @@ data_grp.add_command(build_grp)
 def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path) -> None:
     """Evaluate a score matrix: P, nDCG, PSP, PSnDCG, R, coverage, macro P/R/F1 at k."""
     from lever_plugins.data import read_filter, read_matrix
-    from lever_plugins.errors import DataError
+    from lever_plugins.errors import ConfigError, DataError
     from lever_plugins.metrics import evaluate, propensity_ab
+    from lever_plugins.metrics.propensity import check_ab
     from lever_plugins.runs import write_json
+
+    check_ab(A, B, where=("lever eval -A", "lever eval -B"))
+    for flag, v in (("-A", A), ("-B", B)):
+        if v is not None and not train_path:
+            raise ConfigError(f"{flag} sets a propensity, which needs the train labels", where=f"lever eval {flag}",
+                              fix="pass --train TRAIN_LABELS, or drop it")  # fmt: skip
 
     scores = read_matrix(scores_path, nonneg=False)  # logits and cosines may be negative
     truth = read_matrix(truth_path)
@@ -151,7 +176,9 @@ def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, o
     if train is not None and train.shape[1] != truth.shape[1]:
         raise DataError(f"train has {train.shape[1]} labels, truth {truth.shape[1]}", where=train_path)
     pairs = read_filter(filter_path, truth.shape[0], truth.shape[1]) if filter_path else None
-    a, b = propensity_ab(name)
+    a, b = propensity_ab(name) if train is not None else (None, None)
+    if train is None:
+        click.echo("note: no --train: PSP and PSnDCG need the train labels' propensities, left out", err=True)
     m = evaluate(
         scores,
         truth,
@@ -182,7 +209,7 @@ _common = [
 def common(f):
     for opt in reversed(_common):
         f = opt(f)
-    return f
+    return with_set(f)
 
 
 @cli.command("ab")
@@ -219,7 +246,8 @@ def teach_cmd(data, out, config, seed, nproc) -> None:
     from lever_cli.distributed import relaunch_args, teach
 
     cfg = _load_cfg(config, **{"data.path": data, "seed": seed})
-    teach(cfg, out, nproc, relaunch_args(data, out, config, seed), log=click.echo)
+    sets = [x for item in _sets() for x in ("--set", item)]  # every torchrun process reads the same config
+    teach(cfg, out, nproc, relaunch_args(data, out, config, seed) + sets, log=click.echo)
 
 
 @cli.command("soften")
@@ -290,10 +318,35 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        click.echo(f"error: {exc.filename}: {exc.strerror}", err=True)
-        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 (the last resort: never a wall of text)
+        sys.exit(_last_resort(exc))
     sys.exit(0)
+
+
+def _last_resort(exc: Exception) -> int:
+    """One line for any exception no command turned into a LeverError; returns the exit code.
+
+    OS errors (read-only or full disk, a file where a folder goes, permissions) and running out of
+    memory are the user's environment: exit 2 with what to do. Anything else is a bug in lever or a
+    plugin: exit 3, never disguised as a user error; ``LEVER_DEBUG=1`` prints its traceback."""
+    import os
+    import traceback
+
+    from lever_plugins.errors import BUG_EXIT_CODE, environment_error
+
+    debug = os.environ.get("LEVER_DEBUG", "") not in ("", "0")
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    env = environment_error(exc)
+    if env is not None:
+        click.echo(f"error: {env.line()}", err=True)
+        return env.exit_code
+    what = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(what) > 300:
+        what = what[:297] + "..."
+    hint = "" if debug else "; run with LEVER_DEBUG=1 for the traceback"
+    click.echo(f"error: internal error (a bug, not your input): {what}{hint}", err=True)
+    return BUG_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def _combine(parts: list, alpha: float, top_k: int, shape: tuple[int, int]) -> s
     rows, cols, vals = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     for i, (cand, c, t) in enumerate(parts):
         s = (alpha * c + (1.0 - alpha) * t).astype(np.float32)
-        keep = np.argsort(-s, kind="stable")[:top_k]
+        keep = np.argsort(-s, kind="stable")[:top_k]  # cand is ascending: ties keep the lowest label ids
         rows.append(np.full(len(keep), i, dtype=np.int64))
         cols.append(cand[keep].astype(np.int64))
         vals.append(s[keep])

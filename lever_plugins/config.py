@@ -71,7 +71,10 @@ class TeacherConfig:
 @dataclass
 class SoftLabelConfig:
     provider: str = "knn"
-    index: str = "flat"  # "flat" (exact IndexFlatIP), "hnsw", "ivf"
+    index: str = "auto"  # "auto" (exact while affordable, else approximate), "flat" (exact), "hnsw", "ivf"
+    recall: float = 0.95  # approximate index: nprobe/efSearch raised until a query sample reaches this recall
+    recall_sample: int = 1000  # queries searched exactly to measure the recall
+    exact_max_ops: float = 0.0  # "auto": exact up to this many multiply-adds (0: 2e11 on CPU, 2e14 on CUDA)
     k: int = 100  # neighbours retrieved per label
     chunk_size: int = 4096  # query rows per faiss call: bounds memory
     calibration: str = "linear"  # "linear" (1+cos)/2 or "sigmoid" 1/(1+exp(-(a*cos+c)))
@@ -107,6 +110,7 @@ class TrainerConfig:
     solver: str = "sgd"  # "sgd": mini-batch Adam; "lbfgs": full-batch L-BFGS on the convex L2 problem (full mode)
     l2: float = 1e-5  # lbfgs: L2 penalty (l2/2)·|W|² on the per-row mean loss (bias not penalised)
     max_iter: int = 200  # lbfgs: iterations
+    tol: float = 0.0  # lbfgs: stop when an iteration lowers the objective by < tol × its start value (0 = off)
     device: str = "auto"
     upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
     upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point
@@ -212,7 +216,7 @@ def _apply(obj: Any, values: dict[str, Any], where: str, keys: tuple[str, ...] =
 
 _CHOICES = {
     ("teacher", "loss"): ("triplet", "logistic"),
-    ("soft_labels", "index"): ("flat", "hnsw", "ivf"),
+    ("soft_labels", "index"): ("auto", "flat", "hnsw", "ivf"),
     ("soft_labels", "calibration"): ("linear", "sigmoid"),
     ("soft_labels", "blend_mode"): ("paper", "union"),
     ("trainer", "negatives"): ("full", "shortlist"),
@@ -243,6 +247,9 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("teacher", "cluster_size"): (">= 1", lambda v: v >= 1),
     ("teacher", "seed"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "k"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "recall"): ("in [0, 1] (0: no tuning)", lambda v: 0.0 <= v <= 1.0),
+    ("soft_labels", "recall_sample"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "exact_max_ops"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "chunk_size"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "tau_l"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "tau_d"): (">= 0", lambda v: v >= 0),
@@ -258,9 +265,14 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),
     ("trainer", "l2"): (">= 0", lambda v: v >= 0),
     ("trainer", "max_iter"): (">= 1", lambda v: v >= 1),
+    ("trainer", "tol"): ("in [0, 1)", lambda v: 0.0 <= v < 1.0),
     ("trainer", "encoder_lr"): (">= 0", lambda v: v >= 0),
     ("trainer", "encoder_warmup"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
     ("eval", "k"): ("a non-empty list of integers >= 1", lambda v: len(v) > 0 and min(v) >= 1),
+    ("trainer", "knn_alpha"): ("in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+    ("trainer", "knn_k"): (">= 1", lambda v: v >= 1),
+    ("eval", "A"): ("> 0 (or unset: picked by the data-set name)", lambda v: v is None or v > 0),
+    ("eval", "B"): ("> 0 (or unset: picked by the data-set name)", lambda v: v is None or v > 0),
     ("eval", "bootstrap"): (">= 1", lambda v: v >= 1),
     ("eval", "confidence"): ("in (0, 1)", lambda v: 0.0 < v < 1.0),
 }
@@ -279,7 +291,31 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
         if not ok(value):
             name = f"{section}.{key}" if section else key
             raise _keyed(ConfigError(f"{name} = {value!r} must be {need}", where=where), (section, key))
+    _check_calibration(cfg.soft_labels, where)
     return cfg
+
+
+def _check_calibration(s: SoftLabelConfig, where: str) -> None:
+    """The sigmoid calibration must give finite probabilities for every cosine (a = 1e308 overflows
+    float32 and would silently give no soft label at all) and grow with the cosine (a > 0)."""
+    if s.calibration != "sigmoid":
+        return
+    import numpy as np
+
+    from lever_plugins.soft_labels.calibrate import calibrate
+
+    if s.sigmoid_a <= 0:
+        raise _keyed(ConfigError(f"soft_labels.sigmoid_a = {s.sigmoid_a!r} must be > 0 (the score must grow "
+                                 "with the cosine)", where=where), ("soft_labels", "sigmoid_a"))  # fmt: skip
+    grid = np.linspace(-1.0, 1.0, 201, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        p = calibrate(grid, "sigmoid", s.sigmoid_a, s.sigmoid_c)
+        overflow = not (np.isfinite(np.float32(s.sigmoid_a)) and np.isfinite(np.float32(s.sigmoid_c)))
+    if overflow or not np.all(np.isfinite(p)) or np.any(np.diff(p) < 0):
+        raise _keyed(ConfigError(
+            f"soft_labels.sigmoid_a = {s.sigmoid_a!r}, sigmoid_c = {s.sigmoid_c!r} do not give finite scores "
+            "for cosines in [-1, 1] (float32)", where=where, fix="use values of a plausible size, e.g. a = 10, c = -5",
+        ), ("soft_labels", "sigmoid_a"))  # fmt: skip
 
 
 def from_dict(values: dict[str, Any], where: str = "config") -> RunConfig:
@@ -369,7 +405,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-LBFGS_KEYS = ("solver", "l2", "max_iter")  # read only when trainer.solver is "lbfgs"
+LBFGS_KEYS = ("solver", "l2", "max_iter", "tol")  # read only when trainer.solver is "lbfgs"
 FINETUNE_KEYS = ("encoder_lr", "encoder_warmup")  # read only when trainer.finetune is true
 
 
@@ -384,6 +420,8 @@ def trainer_key(trainer: TrainerConfig) -> dict[str, Any]:
     if trainer.solver == "sgd":
         for k in LBFGS_KEYS:
             d.pop(k, None)
+    if not d.get("tol"):  # tol = 0 is the solver before the key existed: keep those runs' keys
+        d.pop("tol", None)
     return d
 
 
@@ -392,3 +430,103 @@ def config_hash(*parts: Any) -> str:
     payload = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- command-line overrides
+
+
+def parse_value(raw: str) -> Any:
+    """A command-line value typed like TOML (``3e-6``, ``true``, ``[1, 10]``, ``"x"``); anything that is
+    not a TOML value is the string itself, so ``--set trainer.solver=lbfgs`` needs no quotes."""
+    raw = raw.strip()
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _split_assignment(item: str, flag: str) -> tuple[tuple[str, ...], str]:
+    name, eq, raw = item.partition("=")
+    keys = tuple(k.strip() for k in name.split("."))
+    if not eq or not all(keys) or len(keys) > 2:
+        raise ConfigError(
+            f"{flag} {item!r} is not section.key=value",
+            where="command line",
+            fix=f"e.g. {flag} soft_labels.tau_d=10 or {flag} seed=14",
+        )
+    return keys, raw
+
+
+def _nest(keys: tuple[str, ...], value: Any, into: dict[str, Any]) -> None:
+    *table, key = keys
+    node = into
+    for t in table:
+        node = node.setdefault(t, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(keys)}: {t} is set both as a value and as a table", where="command line")
+    node[key] = value
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["trainer.l2=3e-6", "seed=14"]`` -> ``{"trainer": {"l2": 3e-6}, "seed": 14}`` (later items win).
+    Keys and types are checked when the result is applied (:func:`load`)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        keys, raw = _split_assignment(item, "--set")
+        _nest(keys, parse_value(raw), out)
+    return out
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"trainer": {"l2": 1e-5}}`` -> ``{"trainer.l2": 1e-5}`` (tables that are config values stay whole)."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "options" and not prefix.endswith("options."):
+            out.update(flatten(v, f"{name}."))
+        else:
+            out[name] = v
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"trainer.l2": 1e-5}`` -> ``{"trainer": {"l2": 1e-5}}``; the inverse of :func:`flatten`."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        _nest(tuple(dotted.split(".")), value, out)
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested override dicts: ``over`` wins key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_grid(item: str) -> tuple[str, list[Any]]:
+    """``"soft_labels.tau_d=5,10,20"`` -> ``("soft_labels.tau_d", [5, 10, 20])``; commas inside brackets
+    or quotes belong to the value (``eval.k=[1,3],[1,5]`` is two values)."""
+    keys, raw = _split_assignment(item, "--grid")
+    parts, depth, quote, cur = [], 0, "", ""
+    for ch in raw:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    parts.append(cur)
+    values = [parse_value(p) for p in parts if p.strip()]
+    if not values:
+        raise ConfigError(f"--grid {item!r} has no values", where="command line",
+                          fix="e.g. --grid trainer.l2=1e-6,1e-5")
+    return ".".join(keys), values

@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from lever_plugins import hookspecs
-from lever_plugins.errors import ConfigError, LeverError, PluginError
+from lever_plugins.errors import ConfigError, LeverError, PluginError, PluginFailure
 
 GROUP = "lever"
 BUILTIN_DIST = "lever-plugins"
@@ -227,13 +227,11 @@ def fingerprint(plugin_name: str, pm: pluggy.PluginManager | None = None) -> dic
     return out
 
 
-def _debug() -> bool:
-    return os.environ.get("LEVER_DEBUG", "") not in ("", "0")
-
-
-def _failure(who: str, what: str, exc: BaseException) -> PluginError:
+def _failure(who: str, what: str, exc: BaseException) -> PluginFailure:
     detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return PluginError(
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    return PluginFailure(
         f"{who} failed in {what}: {detail}",
         fix="a bug in the plugin or its input; LEVER_DEBUG=1 shows the traceback",
     )
@@ -242,14 +240,13 @@ def _failure(who: str, what: str, exc: BaseException) -> PluginError:
 @contextlib.contextmanager
 def guard(reg: Registered, what: str) -> Iterator[None]:
     """An exception raised inside the plugin of ``reg`` becomes one line naming it and its distribution
-    (LeverErrors, already one line, pass unchanged; ``LEVER_DEBUG=1`` lets the original propagate)."""
+    (LeverErrors, already one line, pass unchanged). The original is its ``__cause__``: the CLI prints its
+    traceback with ``LEVER_DEBUG=1``."""
     try:
         yield
     except LeverError:
         raise
     except Exception as exc:
-        if _debug():
-            raise
         who = f"{reg.name!r} (plugin {reg.plugin}, distribution {reg.dist} {reg.version})"
         raise _failure(who, what, exc) from exc
 
@@ -262,8 +259,6 @@ def guard_hook(hook_name: str) -> Iterator[None]:
     except LeverError:
         raise
     except Exception as exc:
-        if _debug():
-            raise
         names = [f"{n} ({_dists.get(n, ('unknown',))[0]})" for n in implementers(hook_name)]
         raise _failure(f"hook {hook_name} (plugins: {', '.join(names)})", "a call", exc) from exc
 

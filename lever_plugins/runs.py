@@ -6,8 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,17 +15,88 @@ from typing import IO, Any
 
 from lever_plugins.errors import LeverError
 
+LEVER_DIR = ".lever"  # inside a run folder: lever's own lock and temp files, nothing of the user's
+TMP_DIR = "tmp"
+LOCK_NAME = "lock"
+
+
+def _run_tmp_dir(folder: Path) -> Path | None:
+    """``.lever/tmp`` of the nearest run folder holding ``folder`` (on the same file system), if any.
+
+    Temp files of a run's artefacts live there, so cleaning up after a killed run never has to guess
+    which names in the user's folder are ours."""
+    try:
+        folder = folder.resolve()
+        dev = os.stat(folder).st_dev
+    except OSError:
+        return None
+    for d in (folder, *folder.parents):
+        tmp = d / LEVER_DIR / TMP_DIR
+        try:
+            st = os.stat(tmp)
+        except OSError:
+            continue
+        # os.replace cannot cross file systems: a mount point inside the run folder keeps temps beside.
+        return tmp if st.st_dev == dev else None
+    return None
+
+
+def _temp_name(path: Path, tmp_dir: Path | None, suffix: str) -> Path:
+    token = secrets.token_hex(4)
+    if tmp_dir is not None:  # <pid>.<token>.<name>: the sweep keeps temps of processes still alive
+        return tmp_dir / f"{os.getpid()}.{token}.{path.name[:120]}{suffix}"
+    return path.parent / f".{path.name[:120]}.{token}{suffix}"
+
+
+def new_temp_file(path: str | Path, suffix: str = ".tmp") -> Path:
+    """An empty new temp file to be renamed over ``path``: in the run folder's ``.lever/tmp`` when
+    ``path`` is inside a run folder, else beside ``path``.
+
+    Created with mode 0o666 so the umask decides its permissions (``mkstemp`` would force 0o600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = _run_tmp_dir(path.parent)
+    while True:
+        tmp = _temp_name(path, tmp_dir, suffix)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def new_temp_dir(path: str | Path, suffix: str = ".tmp") -> Path:
+    """A new empty temp folder to be renamed to ``path`` (or to hold spill files); see :func:`new_temp_file`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = _run_tmp_dir(path.parent)
+    while True:
+        tmp = _temp_name(path, tmp_dir, suffix)
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:
+            continue
+
+
+def remove_temp(tmp: str | Path) -> None:
+    """Remove a temp file or folder made by :func:`new_temp_file` / :func:`new_temp_dir` (if still there)."""
+    tmp = Path(tmp)
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds.
+    """Open a temp file (see :func:`new_temp_file`); rename it over ``path`` only if the block succeeds.
 
     A crash or an exception leaves ``path`` as it was (absent or the previous version), never half written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = new_temp_file(path)
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
@@ -33,8 +104,7 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        remove_temp(tmp)
         raise
 
 
@@ -45,16 +115,60 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temp name keeps ``path``'s suffix so libraries that add one (numpy) do not rename it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = new_temp_file(path, suffix=".tmp" + path.suffix)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        remove_temp(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a new temp folder to fill; on success it becomes ``path`` by rename (as a whole).
+
+    ``replace=False``: ``path`` must not exist (or be an empty folder); ``replace=True``: an existing
+    ``path`` is moved aside first and removed only once the new one is in place (a failure puts it back).
+    """
+    path = Path(path)
+    tmp = new_temp_dir(path)
+    old: Path | None = None
+    try:
+        yield tmp
+        if path.exists() or path.is_symlink():
+            if replace:
+                old = retire(path)
+            else:
+                path.rmdir()  # only an empty folder may be replaced without asking
+        tmp.rename(path)
+    except BaseException:
+        remove_temp(tmp)
+        if old is not None and not path.exists():
+            old.rename(path)
+        raise
+    if old is not None:
+        remove_temp(old)
+
+
+def retire(path: str | Path) -> Path:
+    """Move ``path`` aside to a temp name (removed by the caller, or by the next run's sweep if killed)."""
+    path = Path(path)
+    old = _temp_name(path, _run_tmp_dir(path.parent), ".old")
+    path.rename(old)
+    return old
+
+
+def check_inside(root: str | Path, path: str | Path, where: str, fix: str | None = None) -> Path:
+    """``path`` (relative paths taken from ``root``) resolved, or a LeverError if it leaves ``root``:
+    a value from an option that becomes a file name must not make lever write outside ``--out``."""
+    root_r = Path(root).resolve()
+    p = Path(path)
+    p_r = (p if p.is_absolute() else root_r / p).resolve()
+    if p_r != root_r and root_r not in p_r.parents:
+        raise LeverError(f"the file {p} it names would be outside the output folder {root_r}", where=where,
+                         fix=fix or "use a plain name without '..' or an absolute path")  # fmt: skip
+    return p_r
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -75,20 +189,23 @@ class RunLockedError(LeverError):
     pass
 
 
-LOCK_NAME = ".lock"
-
-
-def _is_temp(name: str) -> bool:
-    """Names made by atomic_write / atomic_path / the teacher's model-dir swap: ``.<name>.<random>.tmp[.ext]``."""
-    return name.startswith(".") and (".tmp" in name or ".old-" in name)
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class Run:
     """A run directory with ``manifest.json``: per-stage config hash, artefact checksums, wall time.
 
-    ``with Run(dir) as run:`` holds an exclusive lock on ``dir/.lock`` (``fcntl.flock``: the kernel drops it
-    when the process dies, even by SIGKILL, so a crashed run never blocks the next one). While locked,
-    temp files that a killed run left behind are removed.
+    ``with Run(dir) as run:`` holds an exclusive lock on ``dir/.lever/lock`` (``fcntl.flock``: the kernel
+    drops it when the process dies, even by SIGKILL, so a crashed run never blocks the next one). While
+    locked, temp files that a killed run left behind in ``dir/.lever/tmp`` are removed. Lever removes
+    nothing else in ``dir``: every other name there may be the user's.
     """
 
     def __init__(self, root: str | Path):
@@ -108,7 +225,9 @@ class Run:
     def lock(self) -> None:
         import fcntl
 
-        path = self.root / LOCK_NAME
+        own = self.root / LEVER_DIR
+        (own / TMP_DIR).mkdir(parents=True, exist_ok=True)
+        path = own / LOCK_NAME
         while True:
             fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
@@ -136,20 +255,18 @@ class Run:
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
-            (self.root / LOCK_NAME).unlink(missing_ok=True)  # unlinked while still held (see lock)
+            (self.root / LEVER_DIR / LOCK_NAME).unlink(missing_ok=True)  # unlinked while still held (see lock)
             os.close(self._lock_fd)
             self._lock_fd = None
 
     def _remove_stale_temps(self) -> None:
-        """Temp files and folders of a killed run (only ours, in the run folder and one level down)."""
-        folders = [self.root] + [d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        for folder in folders:
-            for p in folder.iterdir():
-                if _is_temp(p.name) and p.name != LOCK_NAME:
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p, ignore_errors=True)
-                    else:
-                        p.unlink(missing_ok=True)
+        """Temp files and folders in ``.lever/tmp`` whose writer is gone (killed, or this process's pid
+        reused). Temps of live processes stay: an orphaned worker of a killed run may still be writing."""
+        tmp_dir = self.root / LEVER_DIR / TMP_DIR
+        for p in tmp_dir.iterdir():
+            pid = p.name.split(".", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+                remove_temp(p)
 
     def __enter__(self) -> Run:
         self.lock()
@@ -163,9 +280,13 @@ class Run:
         if not self.manifest_path.exists():
             return {"stages": {}}
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
+            m = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError):  # bad JSON or UTF-8 (both ValueErrors), absurd nesting
             return {"stages": {}}  # a corrupt manifest only costs a recompute
+        if not isinstance(m, dict) or not isinstance(m.get("stages", {}), dict):
+            return {"stages": {}}
+        m.setdefault("stages", {})
+        return m
 
     def update_manifest(self, **fields: Any) -> None:
         m = self.manifest()

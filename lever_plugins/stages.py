@@ -60,13 +60,20 @@ def check_plugins(cfg: RunConfig) -> None:
 
 
 def preflight_models(cfg: RunConfig) -> None:
-    """The encoder resolves to a local folder (the teacher checks its own models in ``preflight``)."""
-    from lever_plugins.teacher.encoder import resolve_model
+    """The encoder resolves to a local folder whose config, tokenizer and weights load; the encoder's and
+    trainer's devices exist (the teacher checks its own model and device in its ``preflight``)."""
+    from lever_plugins.teacher.encoder import check_model, resolve_device, resolve_model
 
     try:
-        resolve_model(cfg.encoder.model)
+        folder = resolve_model(cfg.encoder.model)
     except LeverError as exc:
         raise LeverError(f"{exc.what}: {cfg.encoder.model}", where="encoder.model", fix=exc.fix) from None
+    check_model(folder)
+    for section, device in (("encoder", cfg.encoder.device), ("trainer", cfg.trainer.device)):
+        try:
+            resolve_device(device)
+        except LeverError as exc:
+            raise LeverError(exc.what, where=f"{section}.device", fix=exc.fix) from None
 
 
 def _take_rows(y: sp.csr_matrix, texts: list[str], rows: np.ndarray) -> tuple[sp.csr_matrix, list[str]]:
@@ -93,6 +100,14 @@ def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
         perm = rng.permutation(y_trn.shape[0])
         n_val = int(round(cfg.data.holdout * len(perm)))
         val, trn = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        if n_val == 0 or len(trn) == 0 or y_trn[trn].nnz == 0:
+            part = "hold-out" if n_val == 0 else "train part"
+            raise ConfigError(
+                f"data.holdout = {cfg.data.holdout} of {len(perm)} train rows leaves an empty {part} "
+                f"({n_val} held out, {len(trn)} to train on)",
+                where="[data] holdout",
+                fix="choose a fraction that leaves rows (with labels) on both sides",
+            )
         y_tst, tst_texts = _take_rows(y_trn, trn_texts, val)
         tst_filter = _filter_rows(trn_filter, val)
         y_trn, trn_texts = _take_rows(y_trn, trn_texts, trn)

@@ -80,9 +80,9 @@ def soft_matrix(rng: np.random.Generator, n: int, L: int, density: float = 0.3) 
     return sp.csr_matrix(m, dtype=np.float32)
 
 
-def args_for(D: int, accum: int = 1, default_impl: bool = False) -> Namespace:
+def args_for(D: int, accum: int = 1, default_impl: bool = False, fp16: bool = False) -> Namespace:
     return Namespace(
-        world_size=1, fp32encoder=True, fp16xfc=False, accum=accum, noloss=False, checkpoint_resume="",
+        world_size=1, fp32encoder=not fp16, fp16xfc=fp16, accum=accum, noloss=False, checkpoint_resume="",
         custom_cuda=False, default_impl=default_impl, bottleneck_dims=D,
     )  # fmt: skip
 
@@ -99,23 +99,34 @@ def make_dataset(dl_base: types.ModuleType, folder: Path, labels: sp.csr_matrix,
     return dl_base.PreTokBertDataset(str(folder), labels, n, maxlen, doc_type="trn")
 
 
-def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: bool, seed: int = 0) -> dict:
+def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: bool, seed: int = 0,
+                  fp16: bool = False, w_std: float = 0.5, binary: bool = False) -> dict:
     """One training batch through XCCollator → gather_embed → xfc_forward/xfc_backward, chunked as
-    ``GenericModel.fit`` does, and the autograd reference: BCEWithLogits(sum) of (embed Wᵀ, T[batch])."""
+    ``GenericModel.fit`` does, and the autograd reference: BCEWithLogits(sum) of (embed Wᵀ, T[batch]).
+
+    ``fp16``: Renée's ``--fp16xfc`` path (fp16 logits and GEMMs, emulated on CPU, AMP scale 2**12 from a
+    CPU GradScaler: the CUDA one upstream builds disables itself without a GPU); the reference then
+    takes the fp16-rounded embeddings and weights in fp32 autograd. ``binary``: every target is 1."""
     rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)  # the classifier weights are drawn from torch's generator
     B, D, L = 12, 6, 32
     T = soft_matrix(rng, 40, L)
-    ds = make_dataset(dl_base, tmp / f"tok-{accum}-{use_custom}-{seed}", T)
-    args = args_for(D, accum)
+    if binary:
+        T.data[:] = 1.0
+    ds = make_dataset(dl_base, tmp / f"tok-{accum}-{use_custom}-{seed}-{fp16}-{binary}", T)
+    args = args_for(D, accum, fp16=fp16)
     model = dl_base.GenericModel(0, args, L, L, B, [torch.nn.Identity()], device="cpu", name="t", out_dir=str(tmp))
+    if fp16:
+        model.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
     loss_model = dl_base.BCELossMultiNode(model)
     collate = dl_base.XCCollator(L, ds, 0, 1, accum, B // accum, True, False)
     ids = rng.permutation(40)[:B].tolist()
     batch = collate(ids)
     embed = torch.from_numpy(rng.standard_normal((B, D)).astype(np.float32))
     with torch.no_grad():
-        model.xfc_weight.normal_(0.0, 0.5)
+        model.xfc_weight.normal_(0.0, w_std)
     W0 = model.xfc_weight.detach().clone()
+    grad_ptrs = []
 
     with torch.no_grad():
         embed_out = loss_model.gather_embed(embed, batch)
@@ -132,15 +143,18 @@ def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: 
                 out.fill_(float("nan"))  # the fused kernel's forward did not run: the patch must do it
             grad_in = model.grad_input[s:e]
             loss += float(loss_model.xfc_backward(embed_out[s:e], out, z[0, a:b], z[1, a:b], grad_in, use_custom))
+            grad_ptrs.append(model.xfc_weight.grad.data_ptr())
 
-    E = embed.clone().requires_grad_(True)
-    W = W0.clone().requires_grad_(True)
+    rounded = (lambda x: x.half().float()) if fp16 else (lambda x: x)
+    E = rounded(embed).clone().requires_grad_(True)
+    W = rounded(W0).clone().requires_grad_(True)
     dense = torch.from_numpy(T[ids].toarray())
     ref = torch.nn.BCEWithLogitsLoss(reduction="sum")(E @ W.t(), dense)
     ref.backward()
     binary = torch.nn.BCEWithLogitsLoss(reduction="sum")(embed @ W0.t(), (dense > 0).float())
     return {
-        "batch": batch, "ids": ids, "T": T, "loss": loss,
+        "batch": batch, "ids": ids, "T": T, "loss": loss, "scale": float(getattr(loss_model, "scale_bwd", 1.0)),
+        "grad_ptrs": grad_ptrs, "grad_dtype": model.xfc_weight.grad.dtype,
         "ref_loss": float(ref.detach()), "binary_loss": float(binary.detach()),
         "grad_input": model.grad_input[:B].clone(), "ref_grad_input": E.grad,
         "grad_w": model.xfc_weight.grad.clone(), "ref_grad_w": W.grad,
@@ -168,7 +182,38 @@ def check_soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_cu
     torch.testing.assert_close(out["grad_input"], out["ref_grad_input"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out["grad_w"], out["ref_grad_w"], atol=1e-5, rtol=1e-5)
     assert out["loss"] == pytest.approx(out["ref_loss"], rel=1e-5)
+    assert len(set(out["grad_ptrs"])) == 1  # one fp32 weight gradient, accumulated in place over the chunks
     return out
+
+
+def check_fp16_backward(dl_base: types.ModuleType, tmp: Path, accum: int) -> None:
+    """Renée's ``--fp16xfc`` path, patched: (1) with binary targets it computes bit for bit what the
+    unpatched upstream function computes (same GEMM dtypes, the AMP scale applied where Renée applies it,
+    the same accumulation); (2) with soft targets it is autograd of soft BCE on the fp16-rounded inputs
+    (fp16 tolerances), the input gradient carrying the AMP scale; (3) the fp32 weight gradient is one
+    tensor accumulated in place over the ``--accum`` chunks; (4) a gradient too small for fp16 survives
+    because it is scaled inside the fp16 GEMM (scaling in fp32 afterwards would have lost it)."""
+    plain = soft_backward(dl_base, tmp, accum, False, fp16=True, binary=True)
+    with patched(loss_patches()):
+        same = soft_backward(dl_base, tmp, accum, False, fp16=True, binary=True)
+        soft = soft_backward(dl_base, tmp, accum, False, fp16=True)
+        tiny = soft_backward(dl_base, tmp, accum, False, fp16=True, w_std=1e-7, seed=1)
+    assert plain["scale"] == same["scale"] == 2.0**12
+    torch.testing.assert_close(same["grad_input"], plain["grad_input"], atol=0, rtol=0)
+    torch.testing.assert_close(same["grad_w"], plain["grad_w"], atol=0, rtol=0)
+    assert same["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+    scale = soft["scale"]
+    ref_in = soft["ref_grad_input"] * scale
+    torch.testing.assert_close(soft["grad_input"], ref_in, atol=2e-2 * float(ref_in.abs().max()), rtol=2e-2)
+    torch.testing.assert_close(soft["grad_w"], soft["ref_grad_w"],
+                               atol=2e-2 * float(soft["ref_grad_w"].abs().max()), rtol=2e-2)
+    assert soft["loss"] == pytest.approx(soft["ref_loss"], rel=1e-2)
+    assert soft["grad_dtype"] == torch.float32 and len(set(soft["grad_ptrs"])) == 1  # in place over the chunks
+
+    ref_tiny = tiny["ref_grad_input"] * scale  # |grad| ~ 1e-7 unscaled: below fp16's normal range
+    assert float(tiny["ref_grad_input"].abs().max()) < 6e-5
+    torch.testing.assert_close(tiny["grad_input"], ref_tiny, atol=2e-2 * float(ref_tiny.abs().max()), rtol=2e-2)
 
 
 def check_unpatched_binarises(dl_base: types.ModuleType, tmp: Path) -> None:

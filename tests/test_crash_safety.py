@@ -181,7 +181,7 @@ def test_second_run_on_a_busy_output_dir_refuses(busy: dict) -> None:
     )
     assert busy["after"] == busy["before"]  # B wrote nothing at all: no interleaved writes
     assert busy["a_rc"] == 0, busy["a_err"]  # and A, continued, finished normally
-    assert not (out / ".lock").exists()
+    assert not (out / ".lever" / "lock").exists()
 
 
 def test_same_config_and_seed_give_identical_bytes(busy: dict, reference: dict) -> None:
@@ -221,7 +221,8 @@ def test_simultaneous_starts_exactly_one_wins(tmp_path: Path) -> None:
     out = tmp_path / "run"
     for attempt in range(2):
         if attempt:  # a lock file left by a killed process must not change the outcome
-            (out / ".lock").write_text("999999")
+            (out / ".lever").mkdir(parents=True, exist_ok=True)
+            (out / ".lever" / "lock").write_text("999999")
         start = time.time() + 1.0
         procs = [
             subprocess.Popen([sys.executable, "-c", HOLD, str(out), str(start)], stdout=subprocess.PIPE, text=True)

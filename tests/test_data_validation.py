@@ -338,9 +338,30 @@ def test_convert_failure_midway_keeps_destination(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(xc_text, "write_sparse", fail)  # write_raw fails after writing the text files
     with pytest.raises(OSError):
-        convert(f, tmp_path / "out")
+        convert(f, tmp_path / "out", force=True)  # replacing: the old folder stays until the new one is whole
     assert listing(tmp_path / "out") == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lf", "out"]
+
+
+def test_convert_into_a_non_empty_folder_refuses_without_force(tmp_path: Path) -> None:
+    """An earlier conversion's files must not survive into a new one: a stale tst_filter_labels.txt would be
+    applied to a source that has none. Without --force: refused, nothing changed; with it: replaced whole."""
+    first = lf(tmp_path)
+    (first / "tst_filter_labels.txt").write_text("0 1\n")
+    out = tmp_path / "out"
+    convert(first, out)
+    assert "tst_filter_labels.txt" in listing(out)
+    second = tmp_path / "second"
+    second.mkdir()
+    for name in ("trn.json.gz", "tst.json.gz", "lbl.json.gz"):
+        (second / name).write_bytes((first / name).read_bytes())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "destination folder exists and is not empty" in err(convert, second, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    convert(second, out, force=True)
+    assert "tst_filter_labels.txt" not in listing(out)
+    assert len(load_dataset(out).tst_filter) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lf", "out", "second"]  # no temp folder left
 
 
 def test_validate_path_reports_first_problem(tmp_path: Path) -> None:

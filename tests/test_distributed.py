@@ -103,7 +103,7 @@ def test_ddp_teacher_on_two_processes_equals_one_process(no_dropout_model, tiny_
     two = np.load(tmp_path / "two" / "teacher" / "embeddings.npz")["lbl"]
     stats2 = json.loads((tmp_path / "two" / "teacher" / "teacher_stats.json").read_text())
     assert stats2["world_size"] == 2 and stats2["backend"] == "gloo" and stats2["steps"] == 6
-    assert not (tmp_path / "two" / ".lock").exists()
+    assert not (tmp_path / "two" / ".lever" / "lock").exists()
 
     cfg = cfgmod.load(str(toml), {})
     ds = load_data(cfg)

@@ -71,10 +71,32 @@ def test_resolve_errors_are_one_line_with_a_fix(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LeverError, match="config.json"):
         resolve_model(str(tmp_path / "empty"))
-    monkeypatch.delenv("LEVER_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LeverError) as e:
         resolve_model("no-such-org-lever/no-such-model-lever")
-    assert "LEVER_ALLOW_DOWNLOAD=1" in str(e.value) and "\n" not in str(e.value)
+    assert "HF_HUB_OFFLINE" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_hub_follows_hf_hub_offline(monkeypatch):
+    """Hugging Face's convention: the hub is allowed unless HF_HUB_OFFLINE is 1 (or ON/YES/TRUE)."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(name, allow_patterns=None, local_files_only=False):
+        calls.append(local_files_only)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    for value, offline in (("1", True), ("TRUE", True), ("on", True), ("0", False), ("", False), (None, False)):
+        if value is None:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        else:
+            monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        with pytest.raises(LeverError) as e:
+            resolve_model("some-org/some-model")
+        assert calls[-1] is offline
+        assert ("HF_HUB_OFFLINE" in e.value.fix) is offline
 
 
 @pytest.mark.parametrize("which,max_len", [("default", 20), ("tiny", 24)])

@@ -131,11 +131,28 @@ def test_cli_stages_and_bad_data(tmp_path: Path, tiny_lf: Path, cache: Path):
 
 
 def test_lever_raises_tail_coverage_on_tiny_data(tmp_path: Path, tiny_lf: Path, cache: Path):
-    """Label rows teach the classifier labels the train set barely has: coverage must not fall."""
+    """Label rows teach the classifier labels the train set barely has: coverage rises strictly, and the
+    labels only +LEVER gets right at 5 are tail labels. A LEVER that changed nothing (same targets, same
+    scores) fails every assertion here."""
+    from lever_plugins.data import load_dataset
+
     out = tmp_path / "run"
     r = run_ab(_cfg(tiny_lf, trainer={"epochs": 8}), out, log=lambda s: None)
-    assert r["metrics"]["lever"]["C@5"] >= r["metrics"]["base"]["C@5"]
+    assert r["metrics"]["lever"]["C@5"] > r["metrics"]["base"]["C@5"]
     assert np.isfinite(r["bootstrap"]["C@5"]["lo"])
+    ds = load_dataset(tiny_lf)
+    truth = ds.y_tst.toarray() > 0
+
+    def covered(arm: str) -> set[int]:
+        s = sp.load_npz(out / arm / "scores.npz").toarray()
+        s[s == 0] = -np.inf
+        top = np.argsort(-s, axis=1, kind="stable")[:, :5]
+        return {int(j) for i, row in enumerate(top) for j in row if np.isfinite(s[i, j]) and truth[i, j]}
+
+    gained = covered("lever") - covered("base")
+    assert gained
+    freq = np.asarray(ds.binary_train().sum(axis=0)).ravel()
+    assert np.median(freq[sorted(gained)]) <= np.median(freq)  # the gains are in the tail half
 
 
 def test_plt_reference_row(tmp_path: Path, tiny_lf: Path, cache: Path):

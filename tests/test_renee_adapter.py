@@ -21,6 +21,7 @@ from lever_renee.adapter import ReneeAdapter, flag_value
 from renee_checks import (
     STANDIN_RENEE,
     STANDIN_XCLIB,
+    check_fp16_backward,
     check_reader_and_propensity,
     check_reversible,
     check_soft_backward,
@@ -49,6 +50,11 @@ def standin(one_torch_thread):
 def test_patched_backward_is_autograd_of_soft_bce(standin, tmp_path: Path, accum: int, use_custom: bool):
     out = check_soft_backward(standin, tmp_path, accum, use_custom)
     assert out["batch"]["zv"].dtype == torch.float32 and (out["batch"]["zv"] < 1).any()
+
+
+@pytest.mark.parametrize("accum", [1, 3])
+def test_fp16xfc_backward_is_renees_own_path(standin, tmp_path: Path, accum: int):
+    check_fp16_backward(standin, tmp_path, accum)
 
 
 def test_unpatched_backward_binarises(standin, tmp_path: Path):

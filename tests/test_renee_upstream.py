@@ -17,6 +17,7 @@ from conftest import DEBTAGS, lever
 from lever_renee import files
 from lever_renee.adapter import TESTED, ReneeAdapter
 from renee_checks import (
+    check_fp16_backward,
     check_reader_and_propensity,
     check_reversible,
     check_soft_backward,
@@ -63,6 +64,11 @@ def test_doctor_on_real_checkout_and_a_renamed_symbol(tmp_path: Path):
 @pytest.mark.parametrize(("accum", "use_custom"), [(1, False), (3, False), (1, True)])
 def test_real_patched_backward_is_autograd_of_soft_bce(real, tmp_path: Path, accum: int, use_custom: bool):
     check_soft_backward(real, tmp_path, accum, use_custom)
+
+
+@pytest.mark.parametrize("accum", [1, 3])
+def test_real_fp16xfc_backward_is_renees_own_path(real, tmp_path: Path, accum: int):
+    check_fp16_backward(real, tmp_path, accum)
 
 
 def test_real_unpatched_backward_binarises(real, tmp_path: Path):

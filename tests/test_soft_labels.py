@@ -211,11 +211,26 @@ def test_textless_label_gets_no_topup_and_is_no_neighbour():
     assert entries(out.soft) == {(4, 1): 0.5, (5, 0): 0.5, (0, 1): 0.75}
 
 
-def test_provider_builds_the_same():
-    c = cfg(tau_l=3, tau_d=2, threshold=0.5)
-    a = KnnProvider(c).build(Y4, DOC4, LBL3)
-    b = build_soft_labels(Y4, DOC4, LBL3, c)
-    assert entries(a.soft) == entries(b.soft) and entries(a.y_aug) == entries(b.y_aug)
+@pytest.mark.parametrize("seed", range(3))
+def test_provider_matches_the_loop_reference(seed):
+    """The registered provider (what the pipeline calls) against the brute-force loops of ``reference``,
+    not against the function it wraps: a provider that dropped has_text or a config key would fail."""
+    from lever_plugins import plugins
+
+    rng = np.random.default_rng(100 + seed)
+    n, nl = 24, 18
+    y = _random_y(rng, n, nl, 0.1)
+    c = cfg(tau_l=int(rng.integers(2, 5)), tau_d=int(rng.integers(1, 5)), k=int(rng.integers(4, 20)),
+            threshold=float(rng.choice([0.5, 0.625, 0.75])), label_rows=seed != 2, chunk_size=5)  # fmt: skip
+    has_text = rng.random(nl) > 0.2
+    doc, lbl = _lattice(rng, n), _lattice(rng, nl)
+    provider = plugins.lookup(plugins.soft_label_providers(), "knn", "soft-label provider", "x").factory(c)
+    assert isinstance(provider, KnnProvider)
+    out = provider.build(y, doc, lbl, has_text=has_text)
+    hard, soft = reference(y, doc, lbl, c, has_text)
+    assert entries(out.y_aug) == hard
+    assert entries(out.soft) == soft
+    assert out.soft.nnz > 0
 
 
 # ---------------------------------------------------------------- reference implementation
@@ -348,10 +363,6 @@ def test_calibrate_linear_and_sigmoid():
 # ---------------------------------------------------------------- blending
 
 
-def _bce(z, t):
-    return -(t * np.log(expit(z)) + (1 - t) * np.log(expit(-z)))
-
-
 def _random_pair(rng, n=12, nl=9):
     y = _random_y(rng, n, nl, 0.2)
     s = _random_y(rng, n, nl, 0.25)
@@ -363,13 +374,37 @@ def _random_pair(rng, n=12, nl=9):
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 1.0])
 def test_blend_paper_equals_two_bce_terms(lam):
+    """The paper's loss λ·BCE(y) + (1−λ)·BCE(p̂), with p̂ the teacher's soft-label matrix as the official
+    rules define it (built here by the loop ``reference``: ground truth and label rows at 1, teacher
+    pairs at their calibrated score, everything else 0), equals BCE on the blended targets. The loss is
+    torch's autograd BCE, gradients included, not a formula written next to ``blend``."""
+    import torch
+    import torch.nn.functional as F
+
     rng = np.random.default_rng(11)
-    y, s = _random_pair(rng)
-    z = rng.standard_normal(y.shape) * 3
-    yd = y.toarray()
-    p_hat = np.where(yd > 0, 1.0, s.toarray())  # teacher agrees with ground truth
-    t = blend(y, s, lam).toarray()
-    np.testing.assert_allclose(_bce(z, t), lam * _bce(z, yd) + (1 - lam) * _bce(z, p_hat), atol=1e-5)
+    n, nl = 20, 12
+    y = _random_y(rng, n, nl, 0.12)
+    c = cfg(tau_l=3, tau_d=3, k=10, threshold=0.5, chunk_size=6)
+    doc, lbl = _lattice(rng, n), _lattice(rng, nl)
+    out = build_soft_labels(y, doc, lbl, c)
+    hard, soft = reference(y, doc, lbl, c)
+    assert soft, "the case must have teacher pairs"
+    shape = (n + nl, nl)
+    y_aug, p_hat = np.zeros(shape), np.zeros(shape)
+    for (r, k), v in hard.items():
+        y_aug[r, k] = p_hat[r, k] = v
+    for (r, k), v in soft.items():
+        p_hat[r, k] = v
+    z = torch.tensor(rng.standard_normal(shape) * 3, requires_grad=True)
+    t = torch.tensor(blend(out.y_aug, out.soft, lam).toarray(), dtype=torch.float64)
+    got = F.binary_cross_entropy_with_logits(z, t, reduction="sum")
+    want = lam * F.binary_cross_entropy_with_logits(z, torch.tensor(y_aug), reduction="sum") + (
+        1 - lam
+    ) * F.binary_cross_entropy_with_logits(z, torch.tensor(p_hat), reduction="sum")
+    g_got, = torch.autograd.grad(got, z)
+    g_want, = torch.autograd.grad(want, z)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    np.testing.assert_allclose(g_got.numpy(), g_want.numpy(), atol=1e-6)
 
 
 def test_blend_union_equals_official_matrix():
@@ -418,12 +453,25 @@ def test_blend_rejects_bad_input():
         blend(y, y, 0.5, mode="max")
 
 
-def test_builtin_hook_blends_with_config_lambda():
-    from lever_plugins import builtin
+@pytest.mark.parametrize(("lam", "mode"), [(0.3, "paper"), (0.8, "paper"), (0.3, "union")])
+def test_builtin_hook_blends_with_config_lambda(lam, mode):
+    """The hook the pipeline calls (through the plugin manager) against the targets written out entry by
+    entry from the definitions: paper λ·y + (1−λ)·p̂ (p̂ = 1 on ground truth, the teacher's value
+    elsewhere); union: ground truth 1, teacher pairs at their value. λ and the mode come from the config."""
+    from lever_plugins import plugins
 
     y, s = _random_pair(np.random.default_rng(14))
-    got = builtin.lever_blend_targets(y, s, cfg(blend_lambda=0.3))
-    assert entries(got) == entries(blend(y, s, 0.3))
+    got = plugins.get_plugin_manager().hook.lever_blend_targets(y=y, soft=s, config=cfg(blend_lambda=lam,
+                                                                                          blend_mode=mode))
+    want: dict[tuple[int, int], float] = {}
+    for key, v in entries(s).items():
+        want[key] = (1 - lam) * v if mode == "paper" else v
+    for key in entries(y):
+        want[key] = 1.0
+    assert isinstance(got, sp.csr_matrix) and got.dtype == np.float32
+    g = entries(got)
+    assert g.keys() == want.keys()
+    np.testing.assert_allclose([g[k] for k in want], list(want.values()), rtol=1e-6)
 
 
 def test_calibrated_scores_stay_in_unit_interval_for_rounded_cosines():

@@ -200,7 +200,7 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def no_tmp(folder: Path) -> bool:
-    return not [p for p in folder.rglob("*") if ".tmp" in p.name or ".old-" in p.name]
+    return not [p for p in folder.rglob("*") if ".tmp" in p.name or ".old" in p.name]
 
 
 @pytest.fixture(scope="module")

@@ -284,10 +284,25 @@ def test_builtin_adapter(problem):
     assert adapter.name == "builtin" and adapter.upstream == ""
     assert adapter.needs_features and adapter.takes_loss_hook and adapter.supports_finetune and adapter.takes_sparse
     adapter.preflight(cfg())  # the sgd solver: nothing to refuse
-    xtr, ytr, xte, _ = problem
-    a, _ = adapter.train_predict(arm_for(xtr, ytr, xte, 2), cfg(epochs=1), loss_fn(cfg(epochs=1)))
-    b, _ = ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=2, progress=False)
-    np.testing.assert_array_equal(a.toarray(), b.toarray())
+    # What the adapter returns against an independent solver: with the convex L-BFGS head, its test scores
+    # must be the logits of per-label L2 logistic regressions fitted by scikit-learn (loss from the
+    # lever_loss hook, the config's l2 and top_k honoured), not merely what ova.train_predict returns.
+    from test_lbfgs import cfg as lbfgs_cfg
+    from test_lbfgs import problem as lbfgs_problem
+    from test_lbfgs import sklearn_oracle
+
+    x, xs, y = lbfgs_problem(n=200, L=5, seed=3, soft=True)
+    x_te, xs_te, _ = lbfgs_problem(n=30, L=5, seed=4)
+    c = lbfgs_cfg(top_k=3)
+    scores, stats = adapter.train_predict(arm_for(x, y, x_te, 2, x_sparse=(xs, xs_te)), c, loss_fn(c))
+    coef, icpt = sklearn_oracle(x, xs, y, l2=1e-2)
+    logits = np.hstack([x_te, xs_te.toarray()]) @ coef.T + icpt
+    top = np.argsort(-logits, axis=1)[:, :3]
+    got = scores.toarray()
+    assert scores.shape == (30, 5) and (np.diff(scores.indptr) == 3).all()
+    assert stats["solver"] == "lbfgs"
+    np.testing.assert_array_equal(np.sort(scores.indices.reshape(30, 3), axis=1), np.sort(top, axis=1))
+    np.testing.assert_allclose(got[np.arange(30)[:, None], top], logits[np.arange(30)[:, None], top], atol=5e-3)
 
 
 def test_package_import_is_light():

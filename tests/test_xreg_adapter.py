@@ -22,7 +22,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import lever, write_tiny_lf
 from lever_xreg import files
-from lever_xreg.adapter import TESTED, XregAdapter, check_pairs, clamp_max_leaf
+from lever_xreg.adapter import DEPENDS, TESTED, XregAdapter, check_pairs, clamp_max_leaf
 
 from lever_plugins.data import load_dataset, read_sparse, write_sparse
 from lever_plugins.errors import ConfigError, DataError
@@ -178,10 +178,56 @@ def test_doctor_on_standin_and_drift(tmp_path: Path):
 
 def test_tested_fingerprints_cover_the_build_inputs():
     (files_,) = TESTED.values()
-    assert {"Source/xreg.cpp", "Source/LinearClassifier.h", "Source/Param.h", "Tools/linear_classifiers.cpp"} <= set(
-        files_
-    )
+    assert set(files_) == set(DEPENDS)  # exactly what the adapter builds and reads, nothing more
+    assert "Source/Makefile.win" not in files_ and "Source/xreg_metric.cpp" not in files_
     assert all(re.fullmatch(r"[0-9a-f]{64}", d) for d in files_.values())
+
+
+def test_tested_commit_ignores_files_the_adapter_does_not_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A checkout is the tested commit when the files the adapter depends on match: a missing
+    Makefile.win (or any file outside DEPENDS) changes nothing; one changed dependency does."""
+    from lever_plugins.wrap.contract import file_digest, identify_commit
+
+    up = tmp_path / "up"
+    shutil.copytree(STANDIN, up)
+    deps = [d for d in DEPENDS if (up / d).is_file()]
+    assert "Source/Makefile" in deps and "Source/Param.h" in deps
+    tested = {"c0ffee": {d: file_digest(up / d) for d in deps}}
+    (up / "Source" / "Makefile.win").write_text("windows build\n")
+    assert identify_commit(up, tested) == ("c0ffee", [])
+    (up / "Source" / "Makefile.win").unlink()
+    (up / "Source" / "xreg_metric.cpp").write_text("int main() {}\n")
+    assert identify_commit(up, tested) == ("c0ffee", [])
+    (up / "Source" / "Param.h").write_text((up / "Source" / "Param.h").read_text() + "// changed\n")
+    assert identify_commit(up, tested) == (None, ["Source/Param.h"])
+
+
+def test_every_contract_check_fails_when_its_text_is_gone(tmp_path: Path):
+    """The stand-in's sources hold the text the doctor looks for, so a passing doctor proves little by
+    itself: here each requirement is removed from a copy in turn, and the doctor must then report that
+    requirement, and only it. A check that matched anything (or nothing) would fail this."""
+    from lever_plugins.wrap.contract import SourceText
+
+    reqs = [r for r in XregAdapter().contract() if isinstance(r, SourceText)]
+    assert len(reqs) >= 15
+    for i, req in enumerate(reqs):
+        up = tmp_path / f"up{i}"
+        shutil.copytree(STANDIN, up)
+        hits = [f for f in up.glob(req.file) if re.search(req.pattern, f.read_text(), re.MULTILINE)]
+        assert hits, f"stand-in lacks {req.label}"
+        for f in hits:
+            f.write_text(re.sub(req.pattern, "REMOVED", f.read_text(), flags=re.MULTILINE))
+        problems = [str(p.symbol) for p in XregAdapter().doctor(up).problems]
+        assert problems == [req.label], (req.label, problems)
+
+
+@real
+def test_real_checkout_without_unused_files_is_the_tested_commit(tmp_path: Path):
+    up = tmp_path / "xreg"
+    shutil.copytree(REAL, up, ignore=shutil.ignore_patterns(".git", "Makefile.win", "xreg_metric*"))
+    r = lever("doctor", "xreg", "--upstream", str(up))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"tested commit {next(iter(TESTED))}" in r.stdout
 
 
 # ------------------------------------------------------------------------------------------ end to end (stand-in)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import scipy.sparse as sp
 
 from lever_plugins.errors import DataError
+from lever_plugins.runs import atomic_dir
 
 
 def _is_npz(path: Path) -> bool:
@@ -44,8 +41,14 @@ def write_matrix(path: str | Path, m: sp.spmatrix, *, nonneg: bool = True) -> No
         write_sparse(p, m, nonneg=nonneg)
 
 
-def convert(src: str | Path, dst: str | Path, *, to: str | None = None, nonneg: bool = True) -> Path:
+def convert(
+    src: str | Path, dst: str | Path, *, to: str | None = None, nonneg: bool = True, force: bool = False
+) -> Path:
     """Convert ``src`` to ``dst``; return ``dst``. Nothing is written unless the whole conversion succeeds.
+
+    A folder destination is written as a whole (a temp folder renamed into place), so no file of an
+    earlier conversion survives in it; an existing non-empty ``dst`` is refused unless ``force`` (then
+    it is replaced, as a whole, once the new one is complete).
 
     - a matrix file: XC text <-> ``.npz``, chosen by the extensions;
     - a data-set folder: LF json.gz -> raw text, raw text -> LF, or as ``to`` says:
@@ -71,21 +74,21 @@ def convert(src: str | Path, dst: str | Path, *, to: str | None = None, nonneg: 
         raise DataError(f"unknown target layout {target!r}", where=str(d), fix="use 'lf', 'raw' or 'raw-npz'")
     if d.exists() and not d.is_dir():
         raise DataError("destination exists and is not a folder", where=str(d), fix="choose a folder")
+    if d.is_dir() and any(d.iterdir()) and not force:
+        raise DataError(
+            "destination folder exists and is not empty", where=str(d),
+            fix="choose a new folder, or pass --force to replace it as a whole",
+        )  # fmt: skip
+    if d.is_dir() and force and (s.resolve() in d.resolve().parents or d.resolve() in s.resolve().parents):
+        raise DataError("source and destination overlap", where=str(d), fix="choose a folder outside the source")
     ds = load_dataset(s, text="title+content")  # validates everything before a byte is written
-    d.parent.mkdir(parents=True, exist_ok=True)
-    # Stage the whole folder beside dst, then move files in: a failure leaves dst untouched.
-    stage = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".tmp", dir=d.parent))
-    try:
+    # The whole folder is staged, then renamed into place: a failure leaves dst untouched, and a replaced
+    # dst keeps no file of its earlier contents (a stale filter file would otherwise still be applied).
+    with atomic_dir(d, replace=force) as stage:
         if target == "lf":
             write_lf_json(stage, ds)
         else:
             write_raw(stage, ds, matrix="npz" if target == "raw-npz" else "txt")
-        d.mkdir(exist_ok=True)
-        for f in sorted(stage.iterdir()):
-            os.replace(f, d / f.name)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(stage)
     return d
 
 

@@ -105,6 +105,11 @@ def _read_lf_file(path: Path, text: str, n_labels: int | None) -> tuple[list[str
             obj = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DataError(f"bad JSON ({e})", where=where, fix="one JSON object per line") from None
+        except RecursionError:
+            raise DataError("bad JSON (nested too deeply)", where=where, fix="one flat JSON object per line") from None
+        except ValueError:  # an integer of more than 4300 digits (Python's int-conversion limit)
+            raise DataError("bad JSON (a number of more than 4300 digits)", where=where,
+                            fix="one JSON object per line") from None  # fmt: skip
         if not isinstance(obj, dict):
             raise DataError("line is not a JSON object", where=where, fix="one JSON object per line")
         texts.append(_text_of(obj, text, where))
@@ -115,6 +120,11 @@ def _read_lf_file(path: Path, text: str, n_labels: int | None) -> tuple[list[str
         ind = obj.get("target_ind")
         if not isinstance(ind, list):
             raise DataError("missing or non-list 'target_ind'", where=where, fix="give the row's label ids")
+        # numpy would take true as label 1: look for booleans only in lines that spell one (cheap)
+        if (b"true" in raw or b"false" in raw) and any(isinstance(v, bool) for v in ind):
+            v = next(v for v in ind if isinstance(v, bool))
+            raise DataError(f"label id {json.dumps(v)} is a boolean, not an integer", where=where,
+                            fix="label ids are 0-based line numbers of lbl.json.gz")  # fmt: skip
         rel = obj.get("target_rel")
         if rel is None:
             rel = [1.0] * len(ind)
@@ -125,6 +135,8 @@ def _read_lf_file(path: Path, text: str, n_labels: int | None) -> tuple[list[str
                 where=where,
                 fix="one relevance value per label id",
             )
+        if (b"true" in raw or b"false" in raw) and any(isinstance(v, bool) for v in rel):
+            raise DataError("target_rel holds a boolean, not a number", where=where, fix="use numbers >= 0")
         counts.append(len(ind))
         ind_all.extend(ind)
         rel_all.extend(rel)
@@ -209,7 +221,7 @@ def read_filter(path: str | Path, n_rows: int, n_cols: int) -> np.ndarray:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        if len(parts) != 2 or not all(x.isdigit() and len(x) <= 18 for x in parts):
             raise DataError(
                 f"malformed filter line {line.strip()[:40]!r}",
                 where=f"{p}:{lineno}",

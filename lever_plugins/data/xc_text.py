@@ -34,6 +34,10 @@ def _open(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def shown_header(line: bytes) -> str:
+    return line.decode("utf-8", "replace").strip()[:60]
+
+
 def _parse_header(line: bytes, where: str) -> tuple[int, int]:
     parts = line.split()
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
@@ -43,6 +47,9 @@ def _parse_header(line: bytes, where: str) -> tuple[int, int]:
             where=f"{where}:1",
             fix="the first line must hold the row and column counts",
         )
+    # int() of thousands of digits is slow and, past 4300, refused by Python: length first.
+    if max(len(p.lstrip(b"0")) for p in parts) > 13:
+        raise DataError(f"implausible header {shown_header(line)!r}", where=f"{where}:1", fix="fix the header")
     rows, cols = int(parts[0]), int(parts[1])
     if max(rows, cols) >= 2**40:
         raise DataError(f"implausible header {rows} x {cols}", where=f"{where}:1", fix="fix the header")
@@ -153,6 +160,11 @@ class _Reader:
                     shown = tok.decode("utf-8", "replace")[:40]
                     self.fail(f"malformed token {shown!r}", i, fix=_FIX_TOKEN)
                 head, _, tail = tok.partition(b":")
+                if len(head.lstrip(b"0")) > _MAX_DIGITS:  # before int(): Python refuses > 4300 digits
+                    self.fail(
+                        f"column index of {len(head)} digits out of range: the header says {self.n_cols} columns",
+                        i, fix="indices are 0-based and must be < cols",
+                    )  # fmt: skip
                 j, v = int(head), float(tail)
                 if j >= self.n_cols:
                     self.fail(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -27,8 +29,7 @@ def inv_propensity(y_train: sp.spmatrix, A: float, B: float) -> np.ndarray:
     wrong for soft or augmented matrices), ``N`` its row count. Labels absent from train get
     the largest weight, 1 + C B^-A.
     """
-    if B <= 0 and A > 0:
-        raise ConfigError(f"propensity B must be > 0, got {B}", where="eval.B", fix="use e.g. B = 1.5")
+    check_ab(A, B)
     y = binarise(y_train, where="train labels")
     n = y.shape[0]
     if n < 1:
@@ -37,6 +38,17 @@ def inv_propensity(y_train: sp.spmatrix, A: float, B: float) -> np.ndarray:
     freqs = np.asarray(y.sum(axis=0), dtype=np.float64).ravel()
     c = (np.log(n) - 1.0) * (B + 1.0) ** A
     return 1.0 + c * np.power(freqs + B, -A)
+
+
+def check_ab(A: float | None, B: float | None, where: tuple[str, str] = ("eval.A", "eval.B")) -> None:
+    """Propensity A and B (None: not given) must be finite and > 0: A = -1 or NaN would give
+    plausible-looking wrong PSP."""
+    for name, v, at in (("A", A, where[0]), ("B", B, where[1])):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"propensity {name} = {v!r} must be a finite number > 0", where=at,
+                              fix="use e.g. A = 0.55, B = 1.5 (or leave them out: picked by the data-set name)")
 
 
 def propensity_ab(dataset_name: str) -> tuple[float, float]:

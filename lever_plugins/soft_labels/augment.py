@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from lever_plugins.config import SoftLabelConfig
 from lever_plugins.errors import ConfigError, DataError
-from lever_plugins.soft_labels.calibrate import calibrate
+from lever_plugins.soft_labels.calibrate import calibrate, threshold_cosine
 from lever_plugins.soft_labels.knn import iter_knn
 
 
@@ -119,6 +119,7 @@ class _Counters:
     doc_pairs: int = 0
     below_tau_d: int = 0
     seconds_knn: float = 0.0
+    knn: dict[str, dict[str, Any]] = field(default_factory=dict)  # per search: method, parameter, recall
 
 
 def _probs(cos: np.ndarray, config: SoftLabelConfig) -> np.ndarray:
@@ -140,8 +141,12 @@ def iter_soft_pairs(
     ``has_text`` checked. Both builders consume this, so they produce the same pairs."""
     n, n_lbl = y.shape
     c = counters or _Counters()
-    knn_opts = dict(index=config.index, chunk_size=config.chunk_size, distributed=distributed,
-                    **(knn_options or {}))
+    # the recall target counts the neighbours that can become soft labels: cosine >= the threshold's
+    knn_opts = dict(index=config.index, chunk_size=config.chunk_size, distributed=distributed, recall=config.recall,
+                    recall_sample=config.recall_sample, exact_max_ops=config.exact_max_ops,
+                    recall_min_score=threshold_cosine(config.threshold, config.calibration, config.sigmoid_a,
+                                                      config.sigmoid_c))
+    knn_opts.update(knn_options or {})
     texted = np.flatnonzero(has_text)
 
     # -- label rows: row N+l gets up to tau_l - 1 label neighbours
@@ -149,7 +154,8 @@ def iter_soft_pairs(
         base = lbl_emb if texted.size == n_lbl else lbl_emb[texted]  # no copy of a 10^6 × d array
         need_all = np.full(config.chunk_size, config.tau_l - 1, dtype=np.int64)
         t = time.perf_counter()
-        for s, cos, pos in iter_knn(base, base, config.k, **knn_opts):
+        c.knn["labels"] = {}
+        for s, cos, pos in iter_knn(base, base, config.k, info=c.knn["labels"], **knn_opts):
             ids = np.where(pos >= 0, texted[np.maximum(pos, 0)], -1)  # back to label ids
             lab = texted[s : s + len(ids)]
             p = _probs(cos, config)
@@ -173,7 +179,8 @@ def iter_soft_pairs(
             keys = np.sort(yc.col.astype(np.int64) * n + yc.row.astype(np.int64))
             del yc
             t = time.perf_counter()
-            for s, cos, docs in iter_knn(lbl_emb[short], doc_emb, config.k, **knn_opts):
+            c.knn["docs"] = {}
+            for s, cos, docs in iter_knn(lbl_emb[short], doc_emb, config.k, info=c.knn["docs"], **knn_opts):
                 lab = short[s : s + len(docs)]
                 q = lab[:, None] * n + docs
                 pos = np.minimum(np.searchsorted(keys, q), max(keys.size - 1, 0))
@@ -198,6 +205,7 @@ def soft_stats(c: _Counters, labels_touched: int, n_without_text: int, score_sum
         "labels_without_text": int(n_without_text),
         "mean_score": float(score_sum / n_pairs) if n_pairs else 0.0,
         "seconds_neighbours": round(c.seconds_knn, 3),  # kNN search and walks
+        "knn": c.knn,  # per search (labels, docs): exact or approximate, its parameter, the recall reached
         "seconds": round(seconds, 3),
     }
 

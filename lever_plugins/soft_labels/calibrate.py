@@ -38,3 +38,17 @@ def calibrate(cos: np.ndarray, method: str = "linear", a: float = 1.0, c: float 
         with np.errstate(over="ignore"):  # exp(+large) -> inf -> score 0, which is the right limit
             return (1.0 / (1.0 + np.exp(-z))).astype(np.float32, copy=False)
     raise ConfigError(f"calibration {method!r} is not one of {', '.join(METHODS)}", where="soft_labels.calibration")
+
+
+def threshold_cosine(threshold: float, method: str = "linear", a: float = 1.0, c: float = 0.0) -> float:
+    """The cosine at which :func:`calibrate` reaches ``threshold`` (its inverse): neighbours below it can
+    never become soft labels. -1 for a threshold of 0 or below, above 1 for a threshold >= 1 (sigmoid)."""
+    if method == "linear":
+        return 2.0 * float(threshold) - 1.0
+    if method == "sigmoid":
+        if threshold <= 0.0:
+            return -1.0
+        if threshold >= 1.0:
+            return 2.0
+        return (float(np.log(threshold / (1.0 - threshold))) - c) / a
+    raise ConfigError(f"calibration {method!r} is not one of {', '.join(METHODS)}", where="soft_labels.calibration")

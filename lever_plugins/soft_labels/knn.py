@@ -1,17 +1,32 @@
-"""Chunked cosine kNN with faiss: exact (IndexFlatIP), HNSW or IVF, on GPU when faiss has one.
+"""Chunked cosine kNN: exact search (GEMM + top-k, torch on CPU or CUDA), or faiss IVF/HNSW tuned to a recall target.
 
-Tie handling (deterministic): every returned row is ordered by score descending, then id ascending.
-For the exact "flat" index the result is exactly "sort all base rows by (-score, id), take k": faiss
-itself does not say which of several base rows tied at the k-th place it keeps (its BLAS and non-BLAS
-paths differ, we checked), so each chunk is searched with k + 1 and the rows whose k-th and (k+1)-th
-scores tie (duplicate embeddings, e.g. identical label texts) are searched again with a doubled k until
-the tie group is complete, then cut at k. HNSW/IVF are approximate and get no such guarantee at the
-k-th place; their within-row order is still (-score, id).
+Index choice (``index``): "flat" is exact search; "ivf" (faiss IndexIVFFlat, CPU or GPU) and "hnsw"
+(faiss IndexHNSWFlat, CPU only) are approximate; "auto" is exact while the search costs at most
+``exact_max_ops`` multiply-adds (queries × base × dim), otherwise approximate (HNSW on CPU, IVF when
+faiss has a GPU).
+
+Recall target (``recall`` > 0): an approximate index is not used with a fixed nprobe/efSearch. A sample
+of ``recall_sample`` queries is searched exactly and with the index; nprobe (IVF) or efSearch (HNSW) is
+doubled until the index finds at least ``recall`` of the sample's exact neighbours whose score reaches
+``recall_min_score`` (the neighbours that can become soft labels; all exact top-k neighbours when the
+sample has too few of those). What was chosen and the recall reached go into ``info``.
+
+Exact search: the query chunk times the base (one GEMM, torch: MKL/OpenBLAS on CPU, cuBLAS with CUDA),
+then :func:`lever_plugins.topk.topk_by_id`. Faiss' IndexFlatIP keeps a heap per query, which costs up
+to several times the GEMM at k = 100 (benchmarks/knn.py); ``exact_impl="faiss"`` keeps it for comparison.
+
+Tie handling (deterministic): every returned row is ordered by score descending, then id ascending, and
+for exact search the result is exactly "sort all base rows by (-score, id), take k". Equal embeddings
+(duplicate label texts) must score equally however the GEMM tiles the base across threads: rows whose
+top-k + 1 scores hold a near-tie (closer than ``TIE_TOL``, which GEMM rounding can create between equal
+vectors in different tiles) are re-scored from the embeddings, one dot product per candidate in float64
+(the same arithmetic for every position), and re-selected. HNSW/IVF are approximate and get no such
+guarantee at the k-th place; their within-row order is still (-score, id).
 
 Multi-process (``distributed=True`` under torchrun): every rank builds the index over the whole base and
 searches every K-th query chunk (rank r takes chunks r, r + K, ...); after each round the K chunks are
 gathered in order, so every rank sees exactly the one-process sequence of chunks. With CUDA each rank
-puts its faiss index on its own GPU (``LOCAL_RANK``).
+uses its own GPU (``LOCAL_RANK``).
 """
 
 from __future__ import annotations
@@ -26,7 +41,12 @@ import numpy as np
 from lever_plugins import distributed as dist
 from lever_plugins.errors import ConfigError
 
-INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+TIE_TOL = 1e-6  # score gap under which neighbours are re-scored exactly: GEMM rounding of equal vectors is below
+EXACT_MAX_OPS_CPU = 2e11  # exact search "auto" accepts on CPU: ~10-30 s on 2 idle cores
+EXACT_MAX_OPS_CUDA = 2e14  # ~ seconds on one GPU
+GEMM_BYTES_CPU = 1 << 27  # score block (query rows × base) per GEMM: 128 MiB on CPU
+GEMM_BYTES_CUDA = 1 << 31  # 2 GiB on a GPU
 
 
 def _normalized(x: np.ndarray, name: str) -> np.ndarray:
@@ -123,6 +143,127 @@ def _sort_rows(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scores, ids
 
 
+def _torch_device(device: str) -> str:
+    """Where exact search runs: CUDA when torch sees a GPU and ``device`` allows it (one per torchrun rank)."""
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device {device!r} is not one of auto, cpu, cuda", where="knn_search")
+    if device == "cpu" or not torch.cuda.is_available():
+        if device == "cuda":
+            raise ConfigError("device 'cuda' requested but torch sees no GPU", where="knn_search",
+                              fix="use device 'auto' or 'cpu', or install the CUDA build of torch")
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+
+
+class ExactSearch:
+    """Exact top-k by (-score, id) against a fixed base: GEMM per query block + :func:`topk_by_id`,
+    near-ties re-scored exactly (module doc). The base goes to the device once."""
+
+    def __init__(self, base: np.ndarray, device: str = "auto", block_bytes: int | None = None):
+        import torch
+
+        self.base = base
+        self.device = _torch_device(device)
+        self.b = torch.from_numpy(base).to(self.device)  # CPU: shares the numpy memory
+        cuda = self.device.startswith("cuda")
+        budget = block_bytes or (GEMM_BYTES_CUDA if cuda else GEMM_BYTES_CPU)
+        self.rows = max(1, budget // (4 * max(base.shape[0], 1)))
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from lever_plugins.topk import topk_by_id
+
+        n, kk = q.shape[0], min(k, self.base.shape[0])
+        scores = np.empty((n, kk), np.float32)
+        ids = np.empty((n, kk), np.int64)
+        with torch.inference_mode():
+            for s in range(0, n, self.rows):
+                e = min(n, s + self.rows)
+                block = torch.from_numpy(q[s:e]).to(self.device) @ self.b.T
+                v, i = topk_by_id(block, kk + 1 if kk < self.base.shape[0] else kk)
+                near = np.flatnonzero(np.any(v[:, :-1] - v[:, 1:] <= TIE_TOL, axis=1)) if v.shape[1] > 1 else []
+                for r in near:  # a near-tie: re-score the candidates exactly and re-select (module doc)
+                    v_r, i_r = self._rescore(q[s + r], block[r], float(v[r, kk - 1]), kk)
+                    v[r, :kk], i[r, :kk] = v_r, i_r
+                scores[s:e], ids[s:e] = v[:, :kk], i[:, :kk]
+        return scores, ids
+
+    def _rescore(self, q: np.ndarray, row: Any, kth: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        cand = torch.nonzero(row >= kth - 2 * TIE_TOL).flatten().cpu().numpy()  # ascending ids
+        exact = self.base[cand].astype(np.float64) @ q.astype(np.float64)
+        order = np.lexsort((cand, -exact))[:k]
+        return exact[order].astype(np.float32), cand[order].astype(np.int64)
+
+
+def _approx_kind(index: str, n_q: int, n_b: int, d: int, device: str, exact_max_ops: float) -> str:
+    """The index "auto" resolves to: exact while affordable, else HNSW (CPU) or IVF (faiss sees a GPU)."""
+    if index != "auto":
+        return index
+    gpu = device != "cpu" and _faiss_gpus() > 0
+    budget = exact_max_ops or (EXACT_MAX_OPS_CUDA if gpu or _torch_device(device) != "cpu" else EXACT_MAX_OPS_CPU)
+    if float(n_q) * n_b * d <= budget:
+        return "flat"
+    return "ivf" if gpu else "hnsw"
+
+
+def _faiss_gpus() -> int:
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def tune_recall(idx: Any, kind: str, q: np.ndarray, exact: ExactSearch, k: int, target: float,
+                min_score: float | None, sample: int, max_param: int) -> dict[str, Any]:
+    """Raise nprobe (IVF) or efSearch (HNSW) by doubling until the index reaches ``target`` recall of
+    the exact neighbours of a sample of queries (module doc). Returns what was chosen and measured."""
+    rng = np.random.default_rng(0)
+    pick = np.sort(rng.choice(q.shape[0], min(sample, q.shape[0]), replace=False))
+    qs = q[pick]
+    e_sc, e_id = exact.search(qs, k)
+    relevant = e_id >= 0
+    measured_on = "top_k"
+    if min_score is not None:
+        strong = relevant & (e_sc >= np.float32(min_score))
+        if strong.sum() >= 50:  # fewer pairs than that make a noisy estimate: fall back to all top-k
+            relevant, measured_on = strong, "above_threshold"
+
+    n_rel = relevant.sum(1)
+    # the lowest relevant exact score per query; an approximate result scoring at least that much (within
+    # GEMM rounding) is one of the relevant neighbours or ties with one: counting scores, not ids, keeps
+    # duplicate embeddings (which the index may return under other ids) from reading as misses
+    floor = np.where(relevant, e_sc, np.inf).min(1)[:, None] - 10 * TIE_TOL
+
+    def recall() -> float:
+        a_sc, _ = _search(idx, qs, k)
+        found = np.minimum((a_sc >= floor).sum(1), n_rel)
+        return float(found.sum() / n_rel.sum()) if n_rel.sum() else 1.0
+
+    name = "nprobe" if kind == "ivf" else "ef_search"
+    get = (lambda: int(idx.nprobe)) if kind == "ivf" else (lambda: int(idx.hnsw.efSearch))
+
+    def put(v: int) -> None:
+        if kind == "ivf":
+            idx.nprobe = v
+        else:
+            idx.hnsw.efSearch = v
+
+    steps = []
+    while True:
+        r = recall()
+        steps.append([get(), round(r, 4)])
+        if r >= target or get() >= max_param:
+            break
+        put(min(2 * get(), max_param))
+    return {"method": kind, name: get(), "recall": round(r, 4), "target": target, "reached": r >= target,
+            "sample_queries": int(len(pick)), "sample_pairs": int(n_rel.sum()), "measured_on": measured_on,
+            "steps": steps}
+
+
 def iter_knn(
     queries: np.ndarray,
     base: np.ndarray,
@@ -136,12 +277,21 @@ def iter_knn(
     nprobe: int = 16,
     distributed: bool = False,
     ivf_points_per_list: int = 256,
+    *,
+    recall: float = 0.0,
+    recall_sample: int = 1000,
+    recall_min_score: float | None = None,
+    exact_max_ops: float = 0.0,
+    exact_impl: str = "torch",
+    info: dict[str, Any] | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Like :func:`knn_search`, but yields ``(start, scores, ids)`` for each chunk of ``chunk_size``
     query rows, so a caller that reduces each chunk (the soft-label builder) never holds all n × k.
 
-    The index is built once, before the first chunk. ``distributed``: under torchrun, every rank must
-    call this; the chunks are searched round-robin over the ranks and gathered (module doc).
+    The index is built (and tuned to ``recall``) once, before the first chunk; ``info`` (a dict, if
+    given) receives the method used, its search parameter and the recall measured. ``distributed``:
+    under torchrun, every rank must call this; the chunks are searched round-robin over the ranks and
+    gathered (module doc).
     """
     if k < 1:
         raise ConfigError(f"k = {k} must be >= 1", where="soft_labels.k")
@@ -149,23 +299,46 @@ def iter_knn(
         raise ConfigError(f"chunk_size = {chunk_size} must be >= 1", where="soft_labels.chunk_size")
     if index not in INDEX_KINDS:
         raise ConfigError(f"index {index!r} is not one of {', '.join(INDEX_KINDS)}", where="soft_labels.index")
+    if not 0.0 <= recall <= 1.0:
+        raise ConfigError(f"recall = {recall} must be in [0, 1]", where="soft_labels.recall")
     q = _normalized(queries, "queries")
     b = _normalized(base, "base")
     if q.shape[1] != b.shape[1]:
         raise ConfigError(f"queries have dimension {q.shape[1]} but base has {b.shape[1]}", where="knn_search")
     n = q.shape[0]
     kk = min(k, b.shape[0])
+    info = info if info is not None else {}
     if n == 0:
         return
-    idx = None
+    kind = _approx_kind(index, n, b.shape[0], b.shape[1], device, exact_max_ops)
+    idx: Any = None
+    exact: ExactSearch | None = None
     if kk > 0:
-        idx = _build_index(b, index, _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe, ivf_points_per_list)
+        if kind == "flat" and exact_impl == "faiss":
+            idx = _build_index(b, "flat", _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe,
+                               ivf_points_per_list)
+            info.update(method="exact", impl="faiss", recall=1.0)
+        elif kind == "flat":
+            exact = ExactSearch(b, device)
+            info.update(method="exact", impl="torch", device=exact.device, recall=1.0)
+        else:
+            idx = _build_index(b, kind, _use_gpu(device), hnsw_m, ef_search, kk, ivf_nlist, nprobe,
+                               ivf_points_per_list)
+            if recall > 0:
+                cap = int(idx.nlist) if kind == "ivf" else max(4096, kk)
+                info.update(tune_recall(idx, kind, q, ExactSearch(b, device), kk, recall, recall_min_score,
+                                        recall_sample, cap))
+            else:
+                info.update(method=kind, **({"nprobe": int(idx.nprobe)} if kind == "ivf"
+                                            else {"ef_search": int(idx.hnsw.efSearch)}), recall=None)
 
     def chunk(s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.full((e - s, k), -np.inf, dtype=np.float32)
         ids = np.full((e - s, k), -1, dtype=np.int64)
-        if idx is not None and e > s:
-            if index == "flat":
+        if e > s and exact is not None:
+            scores[:, :kk], ids[:, :kk] = exact.search(q[s:e], kk)
+        elif e > s and idx is not None:
+            if kind == "flat":
                 scores[:, :kk], ids[:, :kk] = _search_exact(idx, q[s:e], kk, b.shape[0])
             else:
                 scores[:, :kk], ids[:, :kk] = _sort_rows(*_search(idx, q[s:e], kk))
@@ -227,17 +400,20 @@ def knn_search(
     nprobe: int = 16,
     distributed: bool = False,
     ivf_points_per_list: int = 256,
+    **options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every query row among the base rows.
 
-    Both inputs are L2-normalised (float32), so the inner product is the cosine. Queries go to faiss
+    Both inputs are L2-normalised (float32), so the inner product is the cosine. Queries are searched
     ``chunk_size`` rows at a time, so besides the index only the n × k outputs grow with n.
     If ``k`` exceeds the base size, the missing places are padded with id -1 and score -inf.
-    ``index``: "flat" (exact IndexFlatIP), "hnsw" (IndexHNSWFlat, inner product, CPU only) or "ivf"
-    (IndexIVFFlat, ``ivf_nlist`` lists, default 4·sqrt(n_base), k-means on at most ``ivf_points_per_list``
-    sampled points per list); a faiss GPU index is used when
-    faiss sees a GPU and ``device`` is "auto" or "cuda". ``distributed``: under torchrun, each rank
-    searches a share of the query chunks and every rank returns the whole result (module doc).
+    ``index``: "flat" (exact: GEMM + top-k, on CUDA when torch sees a GPU), "hnsw" (faiss IndexHNSWFlat,
+    inner product, CPU only), "ivf" (IndexIVFFlat, ``ivf_nlist`` lists, default 4·sqrt(n_base), k-means on
+    at most ``ivf_points_per_list`` sampled points per list; a faiss GPU index when faiss sees a GPU and
+    ``device`` is "auto" or "cuda") or "auto" (module doc). ``options``: the keyword-only arguments of
+    :func:`iter_knn` (``recall``, ``recall_sample``, ``recall_min_score``, ``exact_max_ops``,
+    ``exact_impl``, ``info``). ``distributed``: under torchrun, each rank searches a share of the query
+    chunks and every rank returns the whole result (module doc).
 
     Returns ``(scores float32 [n, k], ids int64 [n, k])``, rows ordered as the module doc says.
     """
@@ -245,7 +421,7 @@ def knn_search(
     scores = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
     for s, sc, ii in iter_knn(queries, base, k, index, chunk_size, device, hnsw_m, ef_search, ivf_nlist, nprobe,
-                              distributed=distributed, ivf_points_per_list=ivf_points_per_list):
+                              distributed=distributed, ivf_points_per_list=ivf_points_per_list, **options):
         scores[s : s + len(sc)] = sc
         ids[s : s + len(sc)] = ii
     return scores, ids

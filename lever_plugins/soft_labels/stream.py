@@ -18,10 +18,8 @@ and one bucket of pairs, independent of the output size.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -33,6 +31,7 @@ import scipy.sparse as sp
 
 from lever_plugins import distributed as dist
 from lever_plugins.config import SoftLabelConfig
+from lever_plugins.runs import new_temp_dir, new_temp_file, remove_temp
 from lever_plugins.soft_labels.augment import _check_inputs, _Counters, binarize, iter_soft_pairs, soft_stats
 
 _PAIR = np.dtype([("row", "<i8"), ("col", "<i8"), ("val", "<f4")])
@@ -52,7 +51,7 @@ class CsrNpzWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.n_cols = int(n_cols)
-        self._dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".parts", dir=self.path.parent))
+        self._dir = new_temp_dir(self.path, suffix=".parts")
         self._idx = open(self._dir / "indices", "wb")  # noqa: SIM115 (closed in close/abort)
         self._val = open(self._dir / "data", "wb")  # noqa: SIM115
         self._ptr = open(self._dir / "indptr", "wb")  # noqa: SIM115
@@ -90,8 +89,7 @@ class CsrNpzWriter:
             fh.close()
         big = max(self.nnz, self.n_cols) >= np.iinfo(np.int32).max
         index_dtype = np.dtype(np.int64 if big else np.int32)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.npz", dir=self.path.parent)
-        os.close(fd)
+        tmp = new_temp_file(self.path, suffix=".tmp.npz")
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
                 self._member(zf, "indices", self._dir / "indices", index_dtype, self.nnz)
@@ -102,8 +100,7 @@ class CsrNpzWriter:
                 self._member(zf, "data", self._dir / "data", np.dtype(np.float32), self.nnz)
             os.replace(tmp, self.path)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            remove_temp(tmp)
             raise
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -129,7 +126,7 @@ class PairSpill:
     bucket at a time as a sorted CSR block. Lives in a temp folder removed by :meth:`cleanup`."""
 
     def __init__(self, folder: Path, n_rows: int, n_cols: int, bucket_rows: int):
-        self.dir = Path(tempfile.mkdtemp(prefix=".pairs.", dir=folder))
+        self.dir = new_temp_dir(folder / "pairs", suffix=".parts")
         self.n_rows, self.n_cols = int(n_rows), int(n_cols)
         self.bucket_rows = max(int(bucket_rows), 1)
         self.n_buckets = max(-(-self.n_rows // self.bucket_rows), 1)

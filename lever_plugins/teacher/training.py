@@ -4,16 +4,13 @@ the warm-up/decay schedule and the atomic save of a Hugging Face model folder.""
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lever_plugins.runs import write_json
+from lever_plugins.runs import atomic_dir, write_json
 
 
 @contextlib.contextmanager
@@ -41,25 +38,11 @@ def deterministic(enabled: bool) -> Iterator[None]:
 
 
 def save_model_dir(encoder: Any, dest: Path, meta: dict[str, Any], meta_name: str = "lever_teacher.json") -> None:
-    """save_pretrained into a temp folder beside ``dest``, then swap it in by rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    old: Path | None = None
-    try:
+    """save_pretrained into a temp folder, then swap it in by rename (the old one is moved aside first)."""
+    with atomic_dir(dest, replace=True) as tmp:
         encoder.model.save_pretrained(tmp)
         encoder.tokenizer.save_pretrained(tmp)
         write_json(tmp / meta_name, meta)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{time.time_ns()}")
-            dest.rename(old)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not dest.exists():
-            old.rename(dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def linear_warmup_decay(step: int, warmup: int, total: int) -> float:

@@ -22,7 +22,6 @@ Deterministic on CPU for a fixed thread count.
 
 from __future__ import annotations
 
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -78,12 +77,24 @@ def train_lbfgs(
     bias0: np.ndarray,
     x_sparse: sp.csr_matrix | None = None,
     progress: bool = True,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    trace: list[float] | None = None,
+    desc: str = "",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
     (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats. Settings are checked by
-    :func:`check_config` (the caller's job: it knows the resolved ``hidden`` and whether an encoder trains)."""
+    :func:`check_config` (the caller's job: it knows the resolved ``hidden`` and whether an encoder trains).
+
+    Stops after ``config.max_iter`` iterations, or earlier when ``config.tol`` > 0 and one iteration
+    lowers F by less than ``tol`` × F(start) (torch's ``tolerance_change``, scaled by the first
+    objective; the same scale also bounds the step and the directional derivative).
+    ``on_checkpoint(iterations, arrays)`` (benchmarks): called every ``checkpoint_every`` iterations
+    with copies of the current weights; the path is the uncheckpointed one, at the cost of one extra
+    evaluation per checkpoint. ``trace`` (a list) receives the objective of every evaluation."""
     import torch
-    from tqdm.auto import tqdm
+
+    from lever_plugins.progress import progress as progress_bar
 
     M, d = x_train.shape
     L = targets.shape[1]
@@ -106,9 +117,9 @@ def train_lbfgs(
     params = [W, b] + ([Ws] if Ws is not None else [])
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=int(config.max_iter), history_size=HISTORY,
                             line_search_fn="strong_wolfe")  # fmt: skip
-    trace: list[float] = []
-    bar = tqdm(total=int(config.max_iter * 1.25), desc="lbfgs", unit="eval", disable=not progress, leave=False,
-               file=sys.stderr)  # fmt: skip
+    trace = [] if trace is None else trace
+    bar = progress_bar(total=int(config.max_iter) * 5 // 4, desc=f"lbfgs {desc}".strip(), unit="eval",
+                       enabled=progress, leave=False)  # fmt: skip
 
     def closure() -> torch.Tensor:
         gW, gb = torch.zeros_like(W), torch.zeros_like(b)
@@ -144,23 +155,49 @@ def train_lbfgs(
         bar.update(1)
         return torch.tensor(trace[-1], dtype=torch.float64)
 
+    def snapshot() -> dict[str, np.ndarray]:
+        return {"weight": W.numpy().copy(), "bias": b.numpy().copy(),
+                "sparse_weight": Ws.numpy().copy() if Ws is not None else None}  # fmt: skip
+
     t0, c0 = time.perf_counter(), time.process_time()
-    opt.step(closure)
-    bar.close()
+    max_iter = int(config.max_iter)
+    tol = float(getattr(config, "tol", 0.0) or 0.0)
+    budget = max_iter * 5 // 4  # torch's default evaluation budget for one call of max_iter iterations
+    group = opt.param_groups[0]
     state = opt.state[W]  # torch's LBFGS keeps its counters on the first parameter
+    done, first = 0, True
+    # One torch call unless a tolerance or checkpoints need a pause: a later call re-evaluates the current
+    # point first (one evaluation) and continues from the stored history, so the path is the same.
+    while done < max_iter:
+        seg = max_iter - done
+        if first and tol > 0:
+            seg = 1  # F(start) sets the scale of the relative tolerance
+        if checkpoint_every > 0:
+            seg = min(seg, checkpoint_every - done % checkpoint_every)
+        group["max_iter"] = seg
+        group["max_eval"] = max(1, budget - len(trace) + (0 if first else 1))
+        before = int(state.get("n_iter", 0))
+        opt.step(closure)
+        ran = int(state.get("n_iter", 0)) - before
+        done += ran
+        if first and tol > 0 and trace:
+            group["tolerance_change"] = tol * max(abs(trace[0]), 1e-12)
+        first = False
+        if on_checkpoint is not None and checkpoint_every > 0:
+            on_checkpoint(done, snapshot())
+        if ran < seg or len(trace) >= budget:
+            break  # converged (tolerance, gradient) or out of evaluations
+    bar.close()
     stats = {
         "solver": "lbfgs",
         "l2": l2,
         "iterations": int(state.get("n_iter", 0)),
         "evaluations": len(trace),
+        "tol": tol,
+        "converged": bool(done < max_iter and len(trace) < budget),
         "objective": trace[-1] if trace else None,
         "objective_first": trace[0] if trace else None,
         "seconds": round(time.perf_counter() - t0, 4),
         "cpu_seconds": round(time.process_time() - c0, 4),
     }
-    arrays = {
-        "weight": W.numpy().copy(),
-        "bias": b.numpy().copy(),
-        "sparse_weight": Ws.numpy().copy() if Ws is not None else None,
-    }
-    return arrays, stats
+    return snapshot(), stats

@@ -65,7 +65,6 @@ deterministic for a fixed thread count.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +74,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.errors import ConfigError, DataError
+from lever_plugins.topk import topk_by_id
 
 IVF_MIN_LABELS = 32768  # above this many labels, mining uses an approximate IVF index (sublinear in L)
 IVF_NPROBE = 16
@@ -221,8 +221,9 @@ def _torch_topk(
             if fuse is not None:
                 prior, alpha = fuse
                 logits = (1.0 - alpha) * torch.sigmoid(logits) + alpha * torch.from_numpy(prior[s:e].toarray())
-            v, i = torch.topk(logits, k, dim=1)
-            vals[s : s + PREDICT_CHUNK], idx[s : s + PREDICT_CHUNK] = v.numpy(), i.numpy()
+            # ties (e.g. labels whose weights never moved) keep the lowest label ids: the same scores
+            # whatever the thread count (lever_plugins.topk)
+            vals[s : s + PREDICT_CHUNK], idx[s : s + PREDICT_CHUNK] = topk_by_id(logits, k)
     return vals, idx
 
 
@@ -340,10 +341,9 @@ class _MiningIndex:
         self.index.add(wb)
 
     def search(self, q, k: int) -> np.ndarray:
-        import torch
 
         if self.torch_w is not None:
-            return torch.topk(q @ self.torch_w.T, k, dim=1).indices.cpu().numpy()
+            return topk_by_id(q @ self.torch_w.T, k)[1]  # ties by label id: thread-count independent
         _, idx = self.index.search(np.ascontiguousarray(q.cpu().numpy(), dtype=np.float32), k)
         return idx
 
@@ -380,7 +380,8 @@ def train(
     Returns the trained model and JSON-able stats (per-epoch seconds, losses, validation P@1).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from lever_plugins.progress import progress as progress_bar
 
     x_train, targets = _check_inputs(x_train, targets, config, x_valid, y_valid)
     if y_valid is not None:
@@ -506,8 +507,8 @@ def train(
                 mining = _MiningIndex(emb.weight.detach(), seed + epoch, device)
             stats["mining_index"] = mining.kind
         loss_sum, cand_sum, rows_done = 0.0, 0, 0
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False, file=sys.stderr)  # fmt: skip
+        bar = progress_bar(total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress, leave=False)  # fmt: skip
         for s in range(0, M, B):
             idx = perm[s : s + B]
             sub = targets[idx]

@@ -128,6 +128,10 @@ class WrapAdapter:
             self.name, root, check_contract(root, symbols), commit, differs, list(self.tested), symbols
         )
 
+    def check_upstream_args(self, args: list[str]) -> None:
+        """Check the ``-- upstream args`` of ``lever wrap`` before any stage runs; raise ConfigError on a
+        bad one (an adapter that sets some upstream flags itself refuses them here). Default: any."""
+
     def check_upstream(self, upstream_dir: str | Path | None) -> DoctorReport:
         """The checkout's contract (:meth:`doctor`); raises an UpstreamError on the first problem."""
         if not upstream_dir:
@@ -150,8 +154,11 @@ class WrapAdapter:
         return report
 
     def preflight(self, config: Any) -> None:
-        """Before any stage: the ``[trainer] upstream`` checkout fits the contract."""
+        """Before any stage: the ``[trainer] upstream`` checkout fits the contract and the ``-- upstream
+        args`` pass :meth:`check_upstream_args`."""
         self.check_upstream(config.upstream)
+        if config.upstream_args:
+            self.check_upstream_args(list(config.upstream_args))
 
     def train_predict(self, arm: Arm, config: Any, loss: LossFn) -> tuple[sp.csr_matrix, dict[str, Any]]:
         """Prepare the upstream's files under ``OUT/<arm>/upstream``, launch it with the patches active

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from lever_elias import data as D
 from lever_elias.patches import DATA_MANAGER, LOSS, make_patches
 from lever_plugins.errors import ConfigError, UpstreamError
+from lever_plugins.runs import check_inside
 from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
 
 PROJECT = "LEVER"
@@ -74,6 +75,15 @@ def _yaml_chain(root: Path, path: Path, seen: int = 0) -> dict[str, Any]:
             out.update(_yaml_chain(root, p if p.is_absolute() else root / p, seen + 1))
     out.update({k: v for k, v in d.items() if k != "__dependency__"})
     return out
+
+
+def _check_tf(tf: str, where: str) -> None:
+    """ELIAS names its token files after ``tf`` (``raw/<split>_X.<tf>_<len>.dat``): a ``tf`` with '..'
+    would make the adapter write them outside the run folder."""
+    rel = os.path.normpath(f"Datasets/ds/raw/trn_X.{D.token_type(tf)}_1.dat")  # as prepare() builds it
+    if rel == ".." or rel.startswith(("../", "/")):
+        raise ConfigError(f"encoder {tf!r} would make ELIAS's token files land outside the run folder ({rel})",
+                          where=where, fix="give the encoder as an HF name or a path without '..' components")
 
 
 def _cli_value(args: list[str], key: str) -> str | None:
@@ -129,6 +139,18 @@ class EliasAdapter(WrapAdapter):
         self.config, self.tf, self.tf_max_len, self.dataset = config, tf, int(tf_max_len), dataset
         self.num_val_points = num_val_points
         self.elias = dict(elias or {})
+        _check_tf(tf, "[trainer] options.tf")
+
+    def check_upstream_args(self, args: list[str]) -> None:
+        """The ``-- upstream args`` checked before any stage runs (and before the run folder exists)."""
+        for key in RESERVED:
+            if _cli_value(args, key) is not None:
+                raise ConfigError(
+                    f"ELIAS argument --{key} is set by the adapter", where="lever wrap elias -- ...", fix="drop it"
+                )
+        tf = _cli_value(args, "tf")
+        if tf is not None:
+            _check_tf(tf, "lever wrap elias -- --tf")
 
     # -- contract -------------------------------------------------------------------------------
     def contract(self) -> list[Symbol]:
@@ -263,7 +285,8 @@ class EliasAdapter(WrapAdapter):
                 "since ELIAS then loads bert-base-uncased/roberta-base as tokenizer)",
             ) from None
         for split, texts in (("trn", ctx.trn_texts), ("tst", ctx.tst_texts)):
-            D.write_tokens(D.token_file(ddir, split, tf, max_len), texts, tok, max_len)
+            dest = check_inside(w, D.token_file(ddir, split, tf, max_len), where="[trainer] options.tf")
+            D.write_tokens(dest, texts, tok, max_len)
         x_trn, x_tst = D.bow(ctx.trn_texts, ctx.tst_texts)
         D.save_npz(ddir / "X.trn.npz", x_trn)
         D.save_npz(ddir / "X.tst.npz", x_tst)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from lever_plugins.runs import atomic_write
+from lever_plugins.runs import atomic_write, new_temp_file, remove_temp
 
 
 def token_type(tf: str) -> str:
@@ -55,22 +55,26 @@ def write_lines(path: Path, texts: list[str]) -> None:
 def write_tokens(path: Path, texts: list[str], tokenizer, max_len: int, batch: int = 4096) -> np.ndarray:
     """Token ids of ``texts`` as ELIAS's offline memmap (+ ``.meta``); returns the array written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    ids = np.memmap(tmp, dtype="int64", mode="w+", shape=(max(len(texts), 1), max_len))
-    for s in range(0, len(texts), batch):
-        enc = tokenizer(
-            [" ".join(str(t).split()) for t in texts[s : s + batch]],
-            add_special_tokens=True,
-            max_length=max_len,
-            padding="max_length",
-            truncation=True,
-            return_tensors="np",
-        )
-        ids[s : s + len(enc["input_ids"])] = enc["input_ids"]
-    ids.flush()
-    out = np.array(ids[: len(texts)])
-    del ids
-    os.replace(tmp, path)
+    tmp = new_temp_file(path)
+    try:
+        ids = np.memmap(tmp, dtype="int64", mode="w+", shape=(max(len(texts), 1), max_len))
+        for s in range(0, len(texts), batch):
+            enc = tokenizer(
+                [" ".join(str(t).split()) for t in texts[s : s + batch]],
+                add_special_tokens=True,
+                max_length=max_len,
+                padding="max_length",
+                truncation=True,
+                return_tensors="np",
+            )
+            ids[s : s + len(enc["input_ids"])] = enc["input_ids"]
+        ids.flush()
+        out = np.array(ids[: len(texts)])
+        del ids
+        os.replace(tmp, path)
+    except BaseException:
+        remove_temp(tmp)
+        raise
     with atomic_write(Path(f"{path}.meta"), "w", encoding="utf-8") as fh:
         fh.write(f"{len(texts)} {max_len} int64\n")
     return out

@@ -13,6 +13,7 @@ anything (option ``require_cuda = false`` lifts that, for a CPU harness or the t
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.errors import ConfigError, UpstreamError
+from lever_plugins.runs import check_inside
 from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
 from lever_renee import files
 
@@ -130,8 +132,9 @@ class ReneeAdapter(WrapAdapter):
                 fix="install NVIDIA apex with its CUDA extensions (Renée's install2.sh: commit 5c9625c)",
             )
 
-    def prepare(self, ctx: Arm) -> LaunchSpec:
-        args = list(ctx.upstream_args)
+    def check_upstream_args(self, args: list[str]) -> None:
+        """Renée's flags after ``--``, checked before any stage runs: the ones the adapter sets are refused,
+        and those that become file names (--expname, --tf) must keep the files inside the run folder."""
         if flag_value(args, "--data-dir") is not None:
             raise ConfigError(
                 "--data-dir is set by the renee adapter", where="upstream arguments", fix="remove --data-dir after --"
@@ -140,12 +143,29 @@ class ReneeAdapter(WrapAdapter):
             raise ConfigError(
                 "--infer trains nothing and writes no score matrix", where="upstream arguments", fix="remove --infer"
             )
-        self.check_runtime()
-        tf = str(flag_value(args, "--tf", DEFAULTS["--tf"]))
         try:
             maxlen = int(str(flag_value(args, "--maxlen", DEFAULTS["--maxlen"])))
         except ValueError:
             raise ConfigError("--maxlen must be an integer", where="upstream arguments") from None
+        if maxlen < 1:
+            raise ConfigError(f"--maxlen {maxlen} must be >= 1", where="upstream arguments")
+        expname = str(flag_value(args, "--expname", DEFAULTS["--expname"]))
+        if not expname or expname in (".", "..") or "/" in expname or "\\" in expname:
+            raise ConfigError(f"--expname {expname!r} must be a plain name (it becomes a folder of the run)",
+                              where="upstream arguments --expname", fix="use letters, digits, '-' or '_'")  # fmt: skip
+        tf = str(flag_value(args, "--tf", DEFAULTS["--tf"]))
+        rel = os.path.normpath(f"d/{files.tokenizer_dir_name(tf)}-{maxlen}")
+        if rel == ".." or rel.startswith(("../", "/")):
+            raise ConfigError(f"--tf {tf!r} would put Renée's token files outside the run folder ({rel})",
+                              where="upstream arguments --tf",
+                              fix="give the encoder as an HF name or a path without '..' components")  # fmt: skip
+
+    def prepare(self, ctx: Arm) -> LaunchSpec:
+        args = list(ctx.upstream_args)
+        self.check_upstream_args(args)
+        self.check_runtime()
+        tf = str(flag_value(args, "--tf", DEFAULTS["--tf"]))
+        maxlen = int(str(flag_value(args, "--maxlen", DEFAULTS["--maxlen"])))
         expname = str(flag_value(args, "--expname", DEFAULTS["--expname"]))
 
         n_labels = ctx.y_train.shape[1]
@@ -181,7 +201,7 @@ class ReneeAdapter(WrapAdapter):
                 where="upstream arguments --tf",
                 fix="pass a Hugging Face model name or local folder that Renée's AutoModel can load too",
             ) from None
-        tok = files.token_dir(data_dir, tf, maxlen)
+        tok = check_inside(ctx.workdir, files.token_dir(data_dir, tf, maxlen), where="upstream arguments --tf")
         files.write_tokens(tok, "trn_doc", ctx.trn_texts, tokenizer, maxlen)
         files.write_tokens(tok, "tst_doc", ctx.tst_texts, tokenizer, maxlen)
         files.write_tokens(tok, "lbl", ctx.lbl_texts, tokenizer, maxlen)
@@ -199,6 +219,7 @@ class ReneeAdapter(WrapAdapter):
                 target_shape=list(targets.shape),
             )
         out = files.score_path(ctx.workdir, data_dir, expname)
+        check_inside(ctx.workdir, out.parent, where="upstream arguments --expname")
         if out.parent.exists():
             shutil.rmtree(out.parent)  # a previous run's scores must not pass for this one's
         argv = ["--data-dir", str(data_dir.resolve()), "--seed", str(ctx.seed)]

@@ -16,8 +16,11 @@ Why each is needed (facts from ``dl_base.py`` / ``main.py`` at the tested commit
   sampled loss value uses Σ x at the positives: BCE against binarised targets. The replacement
   subtracts the target value t (σ(x) − t, the gradient of BCE(x, t)) and reports
   Σ max(x, 0) − Σ t·x + Σ log(1 + e^−|x|); it consumes ``len(pos_x)`` values per call, so
-  ``--accum`` chunks (contiguous slices of ``z``) line up. Matmuls, AMP scale and all-reduces are as
-  upstream; ``--custom-cuda`` (a fused matmul+sigmoid kernel) is replaced by the torch matmul.
+  ``--accum`` chunks (contiguous slices of ``z``) line up. Matmuls, dtypes, AMP scale and all-reduces
+  are as upstream: with ``--fp16xfc`` the scale is the alpha of the fp16 input-gradient GEMM (where
+  Renée scales), and the fp32 weight gradient is accumulated in place over the chunks (an fp16
+  product added into it; an in-place addmm in fp32). With binary targets it computes exactly what
+  Renée does. ``--custom-cuda`` (a fused matmul+sigmoid kernel) is replaced by the torch matmul.
 - ``xclib.data.data_utils.read_sparse_file`` returns the adapter's exact float32 target matrix (N + L
   rows, soft values, no stored zeros) for this run's ``trn_X_Y.txt`` and passes other paths through.
 - ``xclib.evaluation.xc_metrics.compute_inv_propesity`` sums stored values and counts rows: on the
@@ -119,28 +122,37 @@ def xfc_backward(original: Callable[..., Any]) -> Callable[..., Any]:
         freq = getattr(dl_base, "LOSS_SAMPLE_FREQ", 100)
         sample = model.compute_loss and model.count % freq == 0
         loss_work = None
-        if sample:
-            x = out.float()
-            loss = x.clamp(min=0.0).sum()
-            loss -= (t.float() * x[pos_x, pos_y]).sum()
-            loss += torch.log1p(torch.exp(-x.abs())).sum()
+        if sample:  # as upstream: fp32 sums straight from out's dtype
+            loss = out.clamp(min=0.0).sum(dtype=torch.float32)
+            loss -= (t.float() * out[pos_x, pos_y].float()).sum()
+            loss += torch.log1p(torch.exp(-out.float().abs())).sum()
             self.loss = loss
             if model.world_size > 1:
                 loss_work = dist.all_reduce(self.loss, dist.ReduceOp.SUM, async_op=True)
         torch.sigmoid(out, out=out)
-        out.index_put_((pos_x, pos_y), -t.to(out.dtype), accumulate=True)  # σ(x) − t
+        out.index_put_((pos_x, pos_y), -t.to(out.dtype), accumulate=True)  # σ(x) − t, in out's dtype
         if model.xfc_weight.grad is None:
             model.scaler.scale(self.loss)  # as upstream: the scaler's scale is created lazily here
             self.scale_bwd = model.scaler.get_scale()
-        grad_input.copy_(torch.mm(out, self.xfc_weight).to(torch.float32).mul_(self.scale_bwd))
+        # Input gradient: the AMP scale is the GEMM's alpha, as upstream (with --fp16xfc an fp16 GEMM,
+        # so a tiny gradient is scaled before it is rounded to fp16 and a huge one overflows to inf for
+        # the GradScaler to catch; scaling in fp32 afterwards would change both)
+        if getattr(model, "fp16xfc", False):
+            grad_input.copy_(torch.addmm(model.dummy, out, self.xfc_weight, beta=0, alpha=self.scale_bwd))
+        else:
+            torch.addmm(model.dummy, out, self.xfc_weight, beta=0, alpha=self.scale_bwd, out=grad_input)
         if loss_work is not None:
             loss_work.wait()
         work = dist.all_reduce(grad_input, dist.ReduceOp.SUM, async_op=True) if model.world_size > 1 else None
-        g = out.t().mm(embed_out).to(torch.float32)
-        if model.xfc_weight.grad is None:
-            model.xfc_weight.grad = g
+        # Weight gradient: fp32, created on the first chunk, then accumulated IN PLACE (as upstream): an
+        # fp16 product is added into the fp32 gradient without an fp32 (labels × d) temporary
+        grad = model.xfc_weight.grad
+        if grad is None:
+            model.xfc_weight.grad = out.t().mm(embed_out).to(torch.float32)
+        elif out.dtype != grad.dtype:
+            grad.add_(out.t().mm(embed_out))
         else:
-            model.xfc_weight.grad += g
+            torch.addmm(grad, out.t(), embed_out, beta=1, alpha=1, out=grad)
         if work is not None:
             work.wait()
         return self.loss

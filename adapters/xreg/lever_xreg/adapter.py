@@ -35,18 +35,28 @@ from lever_plugins.wrap import Arm, LaunchSpec, SourceText, WrapAdapter
 from lever_xreg import files
 
 PINNED = "d2f49f6e7c1c526f589b161ab2b6762918dbbced"
-# sha256 (lever_plugins.wrap.contract.file_digest) of the build inputs of deepeshhada/Parabel at PINNED,
-# the XReg sources (the official nilesh2797/XReg could not be obtained). Fingerprints only: the licence
-# forbids publishing the code.
+# What the adapter depends on in a checkout: the Makefile, the sources of the two targets it builds
+# (xreg_train, xreg_predict: their .cpp files, Tools/*.cpp by the Makefile's glob) and every header those
+# include. Not Makefile.win, xreg_metric.cpp or Tools/xreg_metric.h: a checkout without them builds and
+# runs the same, so their absence must not make it "untested".
+DEPENDS = (
+    "Source/Makefile", "Source/xreg_train.cpp", "Source/xreg_predict.cpp", "Source/xreg.cpp", "Source/xreg.h",
+    "Source/LinearClassifier.h", "Source/Param.h",
+    *(f"Tools/{n}" for n in ("algos.cpp", "algos.h", "blas.h", "blasp.h", "config.h", "data.h", "daxpy.cpp",
+                             "ddot.cpp", "dnrm2.cpp", "dscal.cpp", "linear_classifiers.cpp", "linear_classifiers.h",
+                             "mat.cpp", "mat.h", "stats.cpp", "stats.h", "tail_classifiers.cpp", "tail_classifiers.h",
+                             "timer.h", "tron.cpp", "tron.h", "utils.h")),
+)  # fmt: skip
+# sha256 (lever_plugins.wrap.contract.file_digest) of DEPENDS in deepeshhada/Parabel at PINNED, the XReg
+# sources (the official nilesh2797/XReg could not be obtained). Fingerprints only: the licence forbids
+# publishing the code.
 TESTED: dict[str, dict[str, str]] = {
     PINNED: {
         "Source/LinearClassifier.h": "221dc560f3d7d127fe981dc38680f088f1ab6e97f8dd2532719acbe0a2b257ce",
         "Source/Makefile": "14c97bdec6809af58a99e3e72b7e9b012f6b5bcc5d1043dc839b320590b1c7e6",
-        "Source/Makefile.win": "b27d077922739936ce7c0a41a542412d77d6d8e7a873e4f14d87bda0fa645746",
         "Source/Param.h": "f500c5d4d03c6f2422cab4442716047dbbdf43fd9c8a8c0af932c74b1e53863d",
         "Source/xreg.cpp": "9a0bfa1c1c24c6333961aa6a51eb9453769dfaa124374227ac700f9f64282a8d",
         "Source/xreg.h": "c934d2f47b38f8997f1b25a7374de4a6c6195865b6c1df9cc6847efabcb48fa9",
-        "Source/xreg_metric.cpp": "ff7fbd60dac9fa87c3617f2b6d028392682af10b626ab895a5a7eab7bca5e962",
         "Source/xreg_predict.cpp": "72cda0d5a96b92573871d8700522067bdf55709a98fa2ca94e8eafc4ceb3f963",
         "Source/xreg_train.cpp": "f3d388b1ed8e90e5a58ba982a8a87016474c5e565cc390ca166e8ae4f7fda274",
         "Tools/algos.cpp": "03110b214ec0e108ae94cbc5c78f4814e9c6c573d4c16d4cb3e277ad82e7a0bb",
@@ -71,7 +81,6 @@ TESTED: dict[str, dict[str, str]] = {
         "Tools/tron.cpp": "1791e88c4e70082ac1aa62f67525c01138b414fe767c0d25b0003f549021692c",
         "Tools/tron.h": "077f6696c899da15758e02a234f5c4269b578bf3833ea1e0d5459b0da0315899",
         "Tools/utils.h": "22f6c3f6bc8d1e44f627d1cd8f3d22067a4865b4dc28722aa0f32f81c2d834ae",
-        "Tools/xreg_metric.h": "3e51e371fb598b5871415f65dbb6aebba4ea7711fa98f2451f052e68008e6419",
     }
 }
 
@@ -224,6 +233,9 @@ class XregAdapter(WrapAdapter):
 
     def predict_options(self) -> list[str]:
         return ["-T", str(self.threads), "-B", str(self.beam), "-p", "0", *self.predict_args]
+
+    def check_upstream_args(self, args: list[str]) -> None:
+        check_pairs(args, "arguments after --")
 
     def prepare(self, ctx: Arm) -> LaunchSpec:
         check_pairs(ctx.upstream_args, "arguments after --")

@@ -11,10 +11,7 @@ order. A document that is itself a label (same uid) gets a ("row label") filter 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lever_plugins.errors import DataError
+from lever_plugins.runs import atomic_dir
 
 HEAD = 8  # labels listed in stats.json "head"
 
@@ -170,9 +168,7 @@ def write_built(out: str | Path, built: Built) -> None:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError("output folder exists and is not empty", where=str(out), fix="choose a new --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         _write_json_gz(tmp / "trn.json.gz", built.trn)
         _write_json_gz(tmp / "tst.json.gz", built.tst)
         _write_json_gz(tmp / "lbl.json.gz", built.lbl)
@@ -180,12 +176,6 @@ def write_built(out: str | Path, built: Built) -> None:
             if pairs:
                 (tmp / name).write_text("".join(f"{r} {c}\n" for r, c in pairs), encoding="ascii")
         (tmp / "stats.json").write_text(json.dumps(built.stats, indent=1), encoding="utf-8")
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_jsonl_nodes(path: str | Path) -> Iterator[Node]:
@@ -206,7 +196,7 @@ def read_jsonl_nodes(path: str | Path) -> Iterator[Node]:
                     parents=[str(x) for x in obj.get("parents", [])],
                     document=bool(obj.get("document", True)),
                 )
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 raise DataError(
                     f"bad node line: {exc}",
                     where=f"{p}:{lineno}",

@@ -57,20 +57,25 @@ class GenericModel(nn.Module):
         self.embed = nn.Sequential(*(modules or []))
         self.rank = rank
         self.world_size = args.world_size
-        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        # upstream: a CUDA GradScaler, enabled unless --fp32encoder, initial scale 2**12 with --fp16xfc.
+        # This stand-in's fit has no scaler step (no unscaling), so it is on only with --fp16xfc.
+        self.scaler = torch.amp.GradScaler("cpu", enabled=args.fp16xfc and not args.fp32encoder,
+                                           init_scale=2.0**12 if args.fp16xfc else 2.0**16)
         self.numy = numy
         self.numy_per_gpu = numy_per_gpu
         self.padded_numy = numy_per_gpu * args.world_size
         self.xfc_batch_size = per_gpu_batch_size * args.world_size // args.accum
-        self.fp16xfc = False
+        self.fp16xfc = args.fp16xfc
         self.accum = args.accum
         self.compute_loss = not args.noloss
         self.custom_cuda = args.custom_cuda
         self.default_impl = args.default_impl
         self.default_loss = nn.BCEWithLogitsLoss(reduction="sum")
         self.count = 0
-        self.outsoft = torch.empty(per_gpu_batch_size * args.world_size, numy_per_gpu)
-        self.grad_input = torch.empty(per_gpu_batch_size * args.world_size, args.bottleneck_dims)
+        half = torch.float16 if args.fp16xfc else torch.float32  # logits buffer and the GEMMs' dtype
+        self.outsoft = torch.empty(per_gpu_batch_size * args.world_size, numy_per_gpu, dtype=half)
+        self.grad_input = torch.empty(per_gpu_batch_size * args.world_size, args.bottleneck_dims)  # always fp32
+        self.dummy = torch.zeros(1, dtype=half)
         self.xfc_weight = nn.Parameter(torch.randn(numy_per_gpu, args.bottleneck_dims) * 0.02)
         self._target_device = torch.device(device or "cpu")
         self.name = name
@@ -152,6 +157,10 @@ class BCELossMultiNode(nn.Module):
         return self.model.embed(batch_data["xfts"])
 
     def gather_embed(self, embed, batch_data):
+        # --fp16xfc: the embeddings and a copy of the classifier weights go to fp16 once per batch
+        if self.model.fp16xfc:
+            self.xfc_weight = self.model.xfc_weight.to(torch.float16)
+            return embed.to(torch.float16)
         self.xfc_weight = self.model.xfc_weight
         return embed
 
@@ -159,18 +168,30 @@ class BCELossMultiNode(nn.Module):
         torch.matmul(embed, self.xfc_weight.t(), out=out)
 
     def xfc_backward(self, embed_out, out, pos_x, pos_y, grad_input, use_custom):
+        """Facts of the upstream path: loss sums accumulate in fp32 from out's dtype; σ(x) − 1 in place in
+        out's dtype; the AMP scale is the alpha of the input-gradient GEMM (fp16 with --fp16xfc, then
+        cast to the fp32 buffer; else written straight into it); the weight gradient is the GEMM's result
+        cast to fp32 on the first chunk, then accumulated into the same tensor (fp16 product added
+        with --fp16xfc, an in-place addmm otherwise)."""
         model = self.model
         if model.compute_loss and model.count % LOSS_SAMPLE_FREQ == 0:
-            x = out.float()
-            self.loss = x.clamp(min=0).sum() - x[pos_x, pos_y].sum() + torch.log1p(torch.exp(-x.abs())).sum()
+            self.loss = out.clamp(min=0.0).sum(dtype=torch.float32) - out[pos_x, pos_y].sum(dtype=torch.float32)
+            self.loss += torch.nn.functional.softplus(-out.float().abs()).sum()
         torch.sigmoid(out, out=out)
         out[pos_x, pos_y] -= 1.0  # binary targets: every stored entry counts as 1
         if model.xfc_weight.grad is None:
             model.scaler.scale(self.loss)
             self.scale_bwd = model.scaler.get_scale()
-        grad_input.copy_(out @ self.xfc_weight * self.scale_bwd)
-        g = out.t() @ embed_out
-        model.xfc_weight.grad = g if model.xfc_weight.grad is None else model.xfc_weight.grad + g
+        if model.fp16xfc:
+            grad_input.copy_(torch.addmm(model.dummy, out, self.xfc_weight, beta=0, alpha=self.scale_bwd).float())
+        else:
+            torch.addmm(model.dummy, out, self.xfc_weight, beta=0, alpha=self.scale_bwd, out=grad_input)
+        if model.xfc_weight.grad is None:
+            model.xfc_weight.grad = out.t().mm(embed_out).to(torch.float32)
+        elif model.fp16xfc:
+            model.xfc_weight.grad += (out.t() @ embed_out).float()
+        else:
+            torch.addmm(model.xfc_weight.grad, out.t(), embed_out, beta=1, alpha=1, out=model.xfc_weight.grad)
         return self.loss
 
 

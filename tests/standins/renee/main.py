@@ -82,6 +82,8 @@ def main():
     parser.add_argument("--lr2", type=float, default=1e-5)
     parser.add_argument("--mo", type=float, default=0.9)
     parser.add_argument("--noloss", action="store_true", default=False)
+    parser.add_argument("--fp16xfc", action="store_true", default=False)
+    parser.add_argument("--fp32encoder", action="store_true", default=False)
     parser.add_argument("--warmup", type=int, default=140000)
     parser.add_argument("--accum", type=int, default=1)
     parser.add_argument("--maxlen", type=int, default=32)
