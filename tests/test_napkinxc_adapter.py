@@ -64,6 +64,7 @@ def _synthetic(n_trn: int = 400, n_tst: int = 120, n_lbl: int = 25, seed: int = 
 
 class _Cfg:
     top_k = 10
+    upstream_args: list[str] = []
 
 
 def _arm(trn: list[str], y: sp.spmatrix, tst: list[str], seed: int) -> Arm:

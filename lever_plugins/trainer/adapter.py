@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.adapter import Arm, LossFn
+from lever_plugins.errors import ConfigError
 
 
 class BuiltinAdapter:
@@ -30,6 +31,12 @@ class BuiltinAdapter:
         self.progress = progress
 
     def preflight(self, config: Any) -> None:
+        if config.upstream_args:
+            raise ConfigError(
+                f"adapter {self.name!r} takes no upstream arguments {list(config.upstream_args)}",
+                where="[trainer] upstream_args",
+                fix="drop them",
+            )
         if config.solver == "lbfgs":
             from lever_plugins.trainer.lbfgs import check_config
 

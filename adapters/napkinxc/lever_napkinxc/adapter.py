@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.adapter import Arm, LossFn
-from lever_plugins.errors import LeverError
+from lever_plugins.errors import ConfigError, LeverError
 
 DIST = "napkinxc"
 MIN_VERSION = (0, 6)
@@ -150,6 +150,12 @@ class NapkinxcAdapter:
         return problems
 
     def preflight(self, config: Any) -> None:
+        if config.upstream_args:
+            raise ConfigError(
+                f"adapter {self.name!r} takes no upstream arguments {list(config.upstream_args)}",
+                where="[trainer] upstream_args",
+                fix="drop them",
+            )
         problems = self.problems()
         if problems:
             raise LeverError(problems[0], where="trainer.adapter = napkinxc", fix="see `lever plugins`")
@@ -157,7 +163,9 @@ class NapkinxcAdapter:
     def train_predict(self, arm: Arm, config: Any, loss: LossFn) -> tuple[sp.csr_matrix, dict[str, Any]]:
         """PLT on TF-IDF of the arm's texts (``arm.x_train``/``arm.x_test`` are not used). Returns top-
         ``config.top_k`` scores (CSR n_test × L) and stats."""
-        self.preflight(config)
+        problems = self.problems()
+        if problems:
+            raise LeverError(problems[0], where="trainer.adapter = napkinxc", fix="see `lever plugins`")
         return train_predict_texts(
             list(arm.trn_texts), arm.targets, list(arm.tst_texts), top_k=int(config.top_k), seed=int(arm.seed),
             positive_threshold=self.positive_threshold, threads=self.threads, min_df=self.min_df,
