@@ -62,7 +62,9 @@ class LineProgress:
             while self._next <= self.n / self.total + 1e-12:
                 self._next += self.step
 
-    def set_postfix(self, refresh: bool = False, **kw: Any) -> None:
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = False, **kw: Any) -> None:
+        """As tqdm's: a dict first (the trainers pass one: "texts/s" is no keyword), then keywords."""
+        kw = {**(ordered_dict or {}), **kw}
         self.postfix = (", " + ", ".join(f"{k} {v}" for k, v in kw.items())) if kw else ""
 
     def close(self) -> None:
@@ -87,7 +89,7 @@ class _Silent:
     def update(self, n: float = 1) -> None:
         pass
 
-    def set_postfix(self, refresh: bool = False, **kw: Any) -> None:
+    def set_postfix(self, ordered_dict: dict[str, Any] | None = None, refresh: bool = False, **kw: Any) -> None:
         pass
 
     def close(self) -> None:
