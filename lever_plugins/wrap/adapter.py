@@ -175,14 +175,13 @@ class WrapAdapter:
             upstream=Path(config.upstream).resolve(),
             upstream_args=list(config.upstream_args),
         )
-        progress = True
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         spec = self.prepare(ctx)
         t1 = time.perf_counter()
         if spec.commands:
             run_commands(
-                self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print if progress else None
+                self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print
             )
         else:
             for i, step in enumerate([spec, *spec.then]):
@@ -199,7 +198,7 @@ class WrapAdapter:
                     ctx.workdir,
                     cwd=step.cwd,
                     env=step.env,
-                    log=print if progress else None,
+                    log=print,
                     name=step.name,
                 )
         t2 = time.perf_counter()
