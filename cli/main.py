@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -85,6 +86,21 @@ def plugins_cmd(as_json: bool) -> None:
         click.echo(f"{kind.replace('_', ' ')}:")
         for name, r in sorted(reg.items()):
             click.echo(f"  {name}  ({r.dist} {r.version})")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", required=True, type=click.Choice(["teacher", "soft-labels", "adapter", "baseline", "loss",
+                                                          "observer"]), help="What the plugin provides.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New folder for the distribution.")
+def new_plugin_cmd(name: str, kind: str, out: str) -> None:
+    """Write a ready plugin distribution NAME (e.g. lever-myteacher): pyproject with the `lever` entry
+    point, the hook implemented and documented, a passing test."""
+    from lever_plugins.scaffold import scaffold
+
+    for f in scaffold(name, kind, out):
+        click.echo(str(f))
+    click.echo(f"next: pip install {out} && lever plugins")
 
 
 # ------------------------------------------------------------------ data
@@ -245,7 +261,7 @@ def soften_cmd(data, out, config, seed) -> None:
     ds = load_data(cfg)
     with Run(out) as run:
         temb, tkey = teacher_stage(run, ds, cfg, data_signature(ds), log=click.echo)
-        t = soft_stage(run, ds, cfg, temb, tkey, log=click.echo)
+        t, _ = soft_stage(run, ds, cfg, temb, tkey, log=click.echo)
         click.echo(f"targets: {t.shape[0]} rows x {t.shape[1]} labels, {t.nnz} entries -> {Path(out) / 'soft'}")
 
 
@@ -282,6 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="lever", standalone_mode=False)
     except LeverError as exc:
+        if os.environ.get("LEVER_DEBUG", "") not in ("", "0") and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__)
         click.echo(f"error: {exc.line()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

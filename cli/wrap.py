@@ -32,9 +32,10 @@ def doctor_cmd(adapter, upstream) -> None:
     """Check, from the source alone, that UPSTREAM has every symbol ADAPTER patches (exit 2 if not)."""
     from lever_plugins import plugins
     from lever_plugins.errors import UpstreamError
+    from lever_plugins.wrap import WrapAdapter
 
     obj = plugins.lookup(plugins.adapters(), adapter, "adapter", "ADAPTER").factory()
-    if not hasattr(obj, "doctor"):
+    if not isinstance(obj, WrapAdapter):  # only upstream trainers have a contract to check
         click.echo(f"{adapter}: runs in-process, no upstream to check")
         return
     report = obj.doctor(upstream)

@@ -1,7 +1,22 @@
-"""lever-plugins: LEVER soft-label distillation for extreme classification, as pluggy hooks."""
+"""lever-plugins: LEVER soft-label distillation for extreme classification, as pluggy hooks.
+
+The plugin contract: :mod:`lever_plugins.hookspecs` (the hooks) and :mod:`lever_plugins.adapter`
+(:class:`Arm`, :class:`Adapter`), re-exported here.
+"""
+
+from typing import Any
 
 from lever_plugins.hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "hookspec", "__version__"]
+__all__ = ["Adapter", "Arm", "LossFn", "hookimpl", "hookspec", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # lazily: `lever --help` and plugin listing should not pay for numpy/scipy
+    if name in ("Adapter", "Arm", "LossFn"):
+        from lever_plugins import adapter
+
+        return getattr(adapter, name)
+    raise AttributeError(f"module 'lever_plugins' has no attribute {name!r}")

@@ -16,7 +16,7 @@ and reuses the A/B run's cached stages (features, teacher, soft labels, the base
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class BaselineContext:
     arms: dict[str, tuple[np.ndarray, sp.csr_matrix, str]]
     scores: dict[str, sp.csr_matrix]
     log: Any = None
+    uses: list[dict[str, Any]] = field(default_factory=list)  # the baseline's plugin: pass to cached_stage
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -142,22 +143,21 @@ def choose_alpha(
 
 
 def teacher_embedder(ctx: BaselineContext):
-    """A function texts -> teacher embeddings (the pre-trained encoder, or the run's trained teacher)."""
+    """A function texts -> teacher embeddings: the run's teacher, refitted with ``resume=True`` (the teacher
+    stage has finished, so a trained teacher loads its last checkpoint and trains no further)."""
     from lever_plugins import plugins
-    from lever_plugins.stages import cache_dir
+    from lever_plugins.stages import make_teacher
 
-    tcfg = ctx.cfg.teacher
-    if tcfg.name == "siamese" and not tcfg.train:
-        from lever_plugins.teacher.encoder import embed_cached
+    r = plugins.lookup(plugins.teachers(), ctx.cfg.teacher.name, "teacher", "teacher.name")
+    teacher = make_teacher(ctx.cfg)
+    with plugins.guard(r, "fit"):
+        teacher.fit(ctx.ds.trn_texts, ctx.ds.lbl_texts, ctx.ds.binary_train(), ctx.run.root / "teacher", resume=True)
 
-        return lambda texts: embed_cached(
-            texts, tcfg.model, tcfg.max_len, cache_dir() / "embeddings", device=tcfg.device
-        )
-    factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
-    teacher = factory(tcfg, seed=tcfg.seed or ctx.cfg.seed)
-    # resume=True: the teacher stage has finished, so this loads its last checkpoint and trains no further
-    teacher.fit(ctx.ds.trn_texts, ctx.ds.lbl_texts, ctx.ds.binary_train(), ctx.run.root / "teacher", resume=True)
-    return teacher.embed
+    def embed(texts: list[str]):
+        with plugins.guard(r, "embed"):
+            return teacher.embed(texts)
+
+    return embed
 
 
 def _sparse_mark(sparse: Any) -> list[bool]:
@@ -183,7 +183,15 @@ class Ensemble:
     title = "teacher-classifier ensemble"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
-        from lever_plugins.stages import _save_csr, arm_sparse, cached_stage, eval_kwargs, teacher_stage, train_stage
+        from lever_plugins.stages import (
+            arm_sparse,
+            cached_stage,
+            eval_kwargs,
+            make_arm,
+            save_csr,
+            teacher_stage,
+            train_stage,
+        )
 
         run, ds, cfg = ctx.run, ctx.ds, ctx.cfg
         temb, tkey = teacher_stage(run, ds, cfg, ctx.sig, ctx.log)
@@ -195,17 +203,13 @@ class Ensemble:
         base_key = ctx.arms["base"][2]
         # the base classifier trained on 90 % of train, scored on the other 10 % (its own cached stage)
         sparse = arm_sparse(ctx.feats, n)  # the same input as the base arm (TF-IDF head included)
-        clf_hold, _ = train_stage(
-            run,
-            "ensemble_holdout",
-            ctx.feats["trn"][rest],
-            y[rest],
-            ctx.feats["trn"][hold],
-            cfg,
-            config_hash(base_key, "holdout", HOLDOUT, cfg.seed, *_sparse_mark(sparse)),
-            ctx.log,
-            texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]),
+        arm = make_arm(
+            run, ds, cfg, "ensemble_holdout", ctx.feats["trn"][rest], y[rest], ctx.feats["trn"][hold],
             x_sparse=None if sparse is None else (sparse[0][rest], sparse[0][hold]),
+            texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]), y_train=y[rest], y_test=y[hold],
+        )  # fmt: skip
+        clf_hold, _ = train_stage(
+            run, arm, cfg, config_hash(base_key, "holdout", HOLDOUT, cfg.seed, *_sparse_mark(sparse)), ctx.log
         )
         # the hold-out classifier's input decides alpha too
         key = config_hash(
@@ -225,14 +229,14 @@ class Ensemble:
             s = ensemble_scores(
                 ctx.scores["base"], embed(ds.tst_texts), temb["lbl"], alpha, cfg.trainer.top_k, cfg.trainer.top_k
             )
-            _save_csr(run.root / art, s)
+            save_csr(run.root / art, s)
             stats = {"alpha": alpha, "holdout_select": {str(a): v for a, v in values.items()}}
             write_json(run.root / "baselines" / "ensemble" / "alpha.json", stats)
             if ctx.log:
                 ctx.log(f"[ensemble] alpha {alpha} ({cfg.eval.ensemble_select} on a {HOLDOUT:.0%} train hold-out)")
             return stats
 
-        cached_stage(run, "baseline_ensemble", key, [art], compute, ctx.log)
+        cached_stage(run, "baseline_ensemble", key, [art], compute, ctx.log, uses=ctx.uses)
         return sp.load_npz(run.root / art).tocsr()
 
 
@@ -241,7 +245,7 @@ class LabelRows:
     title = "label rows only (N + L, no teacher)"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
-        from lever_plugins.stages import arm_sparse, arm_texts, train_stage
+        from lever_plugins.stages import arm_sparse, make_arm, train_stage
 
         y_aug = sp.load_npz(ctx.run.root / "soft" / "y_aug.npz").tocsr().astype(np.float32)  # the soft stage's
         n = ctx.ds.y_trn.shape[0]
@@ -255,8 +259,6 @@ class LabelRows:
             h.update(np.ascontiguousarray(a).tobytes())
         sparse = arm_sparse(ctx.feats, len(x))  # the same input as the +LEVER arm (TF-IDF head included)
         ukey = config_hash(ctx.sig, "label_rows", h.hexdigest(), *_sparse_mark(sparse))
-        s, _ = train_stage(
-            ctx.run, "label_rows", x, y_aug, ctx.feats["tst"], ctx.cfg, ukey, ctx.log,
-            texts=arm_texts(ctx.ds, len(x)), x_sparse=sparse,
-        )  # fmt: skip
+        arm = make_arm(ctx.run, ctx.ds, ctx.cfg, "label_rows", x, y_aug, ctx.feats["tst"], x_sparse=sparse)
+        s, _ = train_stage(ctx.run, arm, ctx.cfg, ukey, ctx.log)
         return s

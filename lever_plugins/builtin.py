@@ -5,26 +5,12 @@ Factories import lazily so that listing plugins never pulls in torch or faiss.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from lever_plugins.hookspecs import hookimpl
+from lever_plugins.plugins import LazyFactory
 
 
-def _lazy(target: str):
-    module, _, attr = target.partition(":")
-
-    def resolve() -> Any:
-        return getattr(importlib.import_module(module), attr)
-
-    def factory(*args: Any, **kwargs: Any) -> Any:
-        return resolve()(*args, **kwargs)
-
-    factory.resolve = resolve  # type: ignore[attr-defined]  # the real callable, for signature checks
-
-    factory.__qualname__ = factory.__name__ = attr
-    factory.target = target  # type: ignore[attr-defined]
-    return factory
+def _lazy(target: str) -> LazyFactory:
+    return LazyFactory(target)
 
 
 @hookimpl

@@ -65,6 +65,7 @@ class TeacherConfig:
     amp: bool = True  # CUDA only
     device: str = "auto"
     seed: int = 0  # 0: use the run seed
+    options: dict = field(default_factory=dict)  # [teacher.options]: keyword arguments for the teacher's factory
 
 
 @dataclass
@@ -85,6 +86,7 @@ class SoftLabelConfig:
     label_rows: bool = True  # add every label as a training row (N+L rows)
     blend_lambda: float = 0.5  # target = lambda*y + (1-lambda)*p
     blend_mode: str = "paper"  # "paper" (lambda blend) or "union" (the official code's released matrix)
+    options: dict = field(default_factory=dict)  # [soft_labels.options]: keyword arguments for the provider's factory
 
 
 @dataclass
@@ -135,6 +137,7 @@ class RunConfig:
     soft_labels: SoftLabelConfig = field(default_factory=SoftLabelConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baselines: dict = field(default_factory=dict)  # [baselines.<name>]: keyword arguments for that baseline's factory
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:

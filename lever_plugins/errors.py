@@ -41,6 +41,13 @@ class PluginError(LeverError):
     """Plugin loading or registration conflict."""
 
 
+class PluginFailure(PluginError):
+    """An exception raised inside a plugin, reported as one line naming the plugin and its distribution.
+    A bug (in the plugin), not the user's input: exit code 3 like lever's own bugs."""
+
+    exit_code = BUG_EXIT_CODE
+
+
 class UpstreamError(LeverError):
     """Upstream checkout missing, drifted, or failing its contract."""
 

@@ -17,9 +17,13 @@ hookimpl = pluggy.HookimplMarker("lever")
 def lever_register_teachers(register):
     """Fires once when the plugin manager builds its registries.
 
-    Call ``register(name, factory)`` for each teacher; ``factory(config: TeacherConfig)`` returns an
-    object with ``fit(doc_texts, lbl_texts, y, workdir, resume) -> dict`` (training stats) and
-    ``embed(texts) -> np.ndarray`` (L2-normalised float32 rows). Return value ignored.
+    Call ``register(name, factory)`` for each teacher. The core calls
+    ``factory(config, seed=seed, **options)``: ``config`` the run's TeacherConfig, ``seed`` the teacher's
+    seed (``[teacher] seed``, else the run's), ``options`` the ``[teacher.options]`` table (bound to the
+    factory's signature before any stage runs). The teacher has ``preflight()`` (before any stage: raise a
+    LeverError if it cannot run, e.g. a model missing), ``fit(doc_texts, lbl_texts, y, workdir,
+    resume=True) -> dict`` (training stats) and ``embed(texts) -> np.ndarray`` (L2-normalised float32
+    rows). Return value ignored.
     """
 
 
@@ -27,9 +31,11 @@ def lever_register_teachers(register):
 def lever_register_soft_label_providers(register):
     """Fires once when the plugin manager builds its registries.
 
-    Call ``register(name, factory)``; ``factory(config: SoftLabelConfig)`` returns an object with
-    ``build(y_train, doc_emb, lbl_emb, has_text=None) -> SoftLabels`` giving the hard augmented (N+L)×L matrix and the
-    teacher's soft (N+L)×L matrix (calibrated scores, ground truth never included). Return ignored.
+    Call ``register(name, factory)``. The core calls ``factory(config, **options)``: ``config`` the run's
+    SoftLabelConfig, ``options`` the ``[soft_labels.options]`` table. The provider has
+    ``build(y_train, doc_emb, lbl_emb, has_text=None) -> SoftLabels`` giving the hard augmented (N+L)×L
+    matrix and the teacher's soft (N+L)×L matrix (calibrated scores, ground truth never included).
+    Return value ignored.
     """
 
 
@@ -37,13 +43,12 @@ def lever_register_soft_label_providers(register):
 def lever_register_adapters(register):
     """Fires once when the plugin manager builds its registries.
 
-    Call ``register(name, factory)``; ``factory(**options)`` (``[trainer] options``) returns an adapter
-    with ``train_predict(x_train, targets, x_test, config, seed, ...) -> (test scores CSR, stats)``.
-    Adapters for upstream trainers subclass :class:`lever_plugins.wrap.WrapAdapter` (contract,
-    prepare, patches, collect; ``lever wrap`` and ``lever doctor`` use them). An adapter that can train
-    the encoder (``[trainer] finetune = true``) sets ``supports_finetune = True`` and takes ``texts``,
-    ``encoder`` and ``encoder_dir`` in ``train_predict``; the others are refused before any stage runs.
-    Return value ignored.
+    Call ``register(name, factory)``. The core calls ``factory(**options)`` (the ``[trainer] options``
+    table) and gets a :class:`lever_plugins.adapter.Adapter`: capabilities (``needs_features``,
+    ``takes_sparse``, ``supports_finetune``, ``takes_loss_hook``), ``preflight(config)`` before any stage
+    and ``train_predict(arm, config, loss) -> (test scores CSR, stats)`` per arm, with ``arm`` a frozen
+    :class:`lever_plugins.adapter.Arm`. Adapters for upstream trainers subclass
+    :class:`lever_plugins.wrap.WrapAdapter`. Return value ignored.
     """
 
 
@@ -51,10 +56,12 @@ def lever_register_adapters(register):
 def lever_register_baselines(register):
     """Fires once when the plugin manager builds its registries.
 
-    Call ``register(name, factory)``; ``factory()`` returns a baseline with ``title`` (its row in the
-    ``lever ab`` table) and ``run(ctx) -> CSR`` test scores (n_test × L), where ``ctx`` is a
-    ``lever_plugins.baselines.BaselineContext`` (the run, data, config, features and the A/B arms' cached
-    inputs and scores). ``lever ab`` runs those named in ``[eval] baselines``. Return value ignored.
+    Call ``register(name, factory)``. The core calls ``factory(**options)`` (the ``[baselines.<name>]``
+    table) and gets a baseline with ``title`` (its row in the ``lever ab`` table) and ``run(ctx) -> CSR``
+    test scores (n_test × L), where ``ctx`` is a ``lever_plugins.baselines.BaselineContext`` (the run,
+    data, config, features, the A/B arms' cached inputs and scores, and ``uses`` to pass to
+    ``stages.cached_stage``). ``lever ab`` runs those named in ``[eval] baselines``; the baseline ``plt``
+    (registered by lever-napkinxc) is the ``--reference plt`` row. Return value ignored.
     """
 
 
@@ -70,7 +77,7 @@ def lever_blend_targets(y, soft, config):
 
 @hookspec(firstresult=True)
 def lever_loss(logits, targets, config):
-    """Fires once per training step in trainers that take their loss from LEVER (builtin, adapters).
+    """Fires once per training step in adapters with ``takes_loss_hook`` (they get it as ``loss``).
 
     ``logits``: torch tensor (batch × candidates); ``targets``: float tensor of the same shape (the
     blended soft targets, or binary ones with --no-lever); ``config``: the TrainerConfig.

@@ -6,20 +6,43 @@ value loads none), as simonw/llm does with LLM_LOAD_PLUGINS.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib
 import importlib.metadata as md
+import inspect
 import os
-from collections.abc import Callable
+import sys
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from lever_plugins import hookspecs
-from lever_plugins.errors import PluginError
+from lever_plugins.errors import ConfigError, LeverError, PluginError, PluginFailure
 
 GROUP = "lever"
 BUILTIN_DIST = "lever-plugins"
 BUILTIN_MODULES = ("lever_plugins.builtin",)
+
+
+class LazyFactory:
+    """A factory named by ``"module:attr"``, imported on first call (listing plugins stays cheap);
+    ``resolve()`` gives the real callable, whose signature the options are checked against."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.__name__ = self.__qualname__ = target.partition(":")[2]
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -73,8 +96,6 @@ def reset() -> None:
 
 
 def build_plugin_manager() -> pluggy.PluginManager:
-    import importlib
-
     pm = pluggy.PluginManager("lever")
     pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_MODULES:
@@ -162,3 +183,104 @@ def lookup(registry: dict[str, Registered], name: str, kind: str, option: str) -
 def plugin_versions(pm: pluggy.PluginManager | None = None) -> list[dict[str, str]]:
     """For run manifests: every loaded plugin with its distribution and version."""
     return [{"plugin": p.name, "dist": p.dist, "version": p.version} for p in list_plugins(pm)]
+
+
+# ------------------------------------------------------------------ calling plugins
+
+
+def implementers(hook_name: str, pm: pluggy.PluginManager | None = None) -> list[str]:
+    """Names of the plugins implementing ``hook_name``, in call order."""
+    pm = pm or get_plugin_manager()
+    return [impl.plugin_name for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls())]
+
+
+def _source_files(plugin: Any) -> list[Path]:
+    """The installed source files of a plugin: every .py file of the top-level package its module belongs
+    to (a plugin often keeps its code beside the module that holds the hooks), or the module file."""
+    modname = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
+    top = sys.modules.get(modname.split(".")[0])
+    if top is None:
+        return []
+    paths = list(getattr(top, "__path__", []) or [])
+    if paths:
+        return sorted({f for p in paths for f in Path(p).rglob("*.py") if "__pycache__" not in f.parts})
+    return [Path(top.__file__)] if getattr(top, "__file__", None) else []
+
+
+def fingerprint(plugin_name: str, pm: pluggy.PluginManager | None = None) -> dict[str, Any]:
+    """What identifies a plugin's code in stage keys and manifests: distribution, version, and the sha256
+    of its source files as installed (read now: editing a file changes it). The built-in plugin is the
+    core itself, identified by its version (hashing it would make every core edit look like a plugin edit)."""
+    pm = pm or get_plugin_manager()
+    dist, version = _dists.get(plugin_name, ("unknown", "unknown"))
+    out: dict[str, Any] = {"plugin": plugin_name, "dist": dist, "version": version}
+    plugin = pm.get_plugin(plugin_name)
+    if dist == BUILTIN_DIST or plugin is None:
+        return out
+    files = _source_files(plugin)
+    h = hashlib.sha256()
+    root = files[0].parent if files else None
+    for f in files:
+        h.update(str(f.relative_to(root) if root and f.is_relative_to(root) else f.name).encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    out["sha256"] = h.hexdigest()
+    return out
+
+
+def _failure(who: str, what: str, exc: BaseException) -> PluginFailure:
+    detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if len(detail) > 300:
+        detail = detail[:297] + "..."
+    return PluginFailure(
+        f"{who} failed in {what}: {detail}",
+        fix="a bug in the plugin or its input; LEVER_DEBUG=1 shows the traceback",
+    )
+
+
+@contextlib.contextmanager
+def guard(reg: Registered, what: str) -> Iterator[None]:
+    """An exception raised inside the plugin of ``reg`` becomes one line naming it and its distribution
+    (LeverErrors, already one line, pass unchanged). The original is its ``__cause__``: the CLI prints its
+    traceback with ``LEVER_DEBUG=1``."""
+    try:
+        yield
+    except LeverError:
+        raise
+    except Exception as exc:
+        who = f"{reg.name!r} (plugin {reg.plugin}, distribution {reg.dist} {reg.version})"
+        raise _failure(who, what, exc) from exc
+
+
+@contextlib.contextmanager
+def guard_hook(hook_name: str) -> Iterator[None]:
+    """As :func:`guard` for an injection hook: names the plugins that implement it."""
+    try:
+        yield
+    except LeverError:
+        raise
+    except Exception as exc:
+        names = [f"{n} ({_dists.get(n, ('unknown',))[0]})" for n in implementers(hook_name)]
+        raise _failure(f"hook {hook_name} (plugins: {', '.join(names)})", "a call", exc) from exc
+
+
+def check_call(
+    reg: Registered, kind: str, where: str, args: tuple, options: dict[str, Any], fixed: dict[str, Any] | None = None
+) -> None:
+    """``reg.factory(*args, **fixed, **options)`` binds to the factory's signature (``fixed``: what the core
+    passes by keyword itself): else one line, exit 2."""
+    factory = reg.factory
+    target = factory.resolve() if isinstance(factory, LazyFactory) else factory
+    fixed = fixed or {}
+    try:
+        clash = sorted(set(fixed) & set(options))
+        if clash:
+            raise TypeError(f"{', '.join(clash)} is passed by lever itself")
+        inspect.signature(target).bind(*args, **fixed, **options)
+    except TypeError as exc:
+        raise ConfigError(
+            f"{kind} {reg.name!r} does not take options {sorted(options)} (distribution {reg.dist}): {exc}",
+            where=where,
+            fix="remove them or check the plugin's documentation",
+        ) from None
+    except ValueError:  # no signature to check (a C callable): let the call decide
+        pass

@@ -16,22 +16,18 @@ from lever_plugins import config as cfgmod
 from lever_plugins import plugins
 from lever_plugins.baselines import BaselineContext
 from lever_plugins.config import RunConfig
-from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError
 from lever_plugins.report import reference_table, versions, write_compare, write_deciles
 from lever_plugins.runs import Run, write_json
 from lever_plugins.stages import (
-    _save_csr,
-    arm_context,
     arm_inputs,
-    arm_sparse,
-    arm_texts,
-    cached_stage,
+    arm_of,
     data_signature,
     emit,
     eval_kwargs,
     features,
     load_data,
+    make_baseline,
     preflight,
     stage,
     train_stage,
@@ -48,37 +44,12 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
     sig = data_signature(ds)
     with Run(out) as run:
         with stage(run, "features", log):
-            feats = features(ds, cfg, needed=getattr(adapter, "needs_features", True))
+            feats = features(ds, cfg, needed=adapter.needs_features)
         x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
-        s, _ = train_stage(
-            run, arm, x, y, feats["tst"], cfg, ukey, log,
-            texts=arm_texts(ds, y.shape[0]), context=arm_context(run, ds, arm, y.shape[0]),
-            x_sparse=arm_sparse(feats, y.shape[0]),
-        )  # fmt: skip
+        s, _ = train_stage(run, arm_of(run, ds, cfg, arm, feats, x, y), cfg, ukey, log)
         m = evaluate(s, ds.y_tst, name=ds.name, **eval_kwargs(ds, cfg))
         write_json(run.root / arm / "metrics.json", m)
         return m
-
-
-def reference_stage(run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None) -> sp.csr_matrix:
-    """napkinXC PLT on TF-IDF, trained on the original binary targets: a standard XC library beside the A/B."""
-    try:
-        from lever_napkinxc.reference import plt_reference
-    except ImportError as exc:
-        raise ConfigError(
-            "eval.reference = 'plt' needs the lever-napkinxc adapter",
-            where="--reference",
-            fix="pip install -e adapters/napkinxc (scripts/setup.sh does)",
-        ) from exc
-    key = cfgmod.config_hash(sig, cfg.seed, cfg.trainer.top_k, "plt")
-    art = "reference/scores.npz"
-
-    def compute() -> None:
-        s = plt_reference(ds.trn_texts, ds.binary_train(), ds.tst_texts, top_k=cfg.trainer.top_k, seed=cfg.seed)
-        _save_csr(run.root / art, s)
-
-    cached_stage(run, "reference_plt", key, [art], compute, log)
-    return sp.load_npz(run.root / art).tocsr()
 
 
 def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
@@ -94,10 +65,23 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     ds = load_data(cfg)  # bad input fails here, before the run directory exists
     adapter = preflight(cfg)  # and so does a missing or drifted upstream
     sig = data_signature(ds)
-    reg = plugins.baselines() if cfg.eval.baselines else {}
-    chosen_baselines = {  # unknown names fail here too
-        b: plugins.lookup(reg, b, "baseline", "eval.baselines").factory() for b in cfg.eval.baselines
-    }
+    chosen_baselines = {b: make_baseline(cfg, b) for b in cfg.eval.baselines}  # unknown names fail here too
+    if cfg.eval.reference == "plt":  # registered by lever-napkinxc as the baseline "plt"
+        reg = plugins.baselines()
+        if "plt" not in reg:
+            raise ConfigError(
+                "eval.reference = 'plt' needs the lever-napkinxc adapter (it registers the baseline 'plt')",
+                where="--reference",
+                fix="pip install adapters/napkinxc (scripts/setup.sh does)",
+            )
+        reference = make_baseline(cfg, "plt")
+    for name in cfg.baselines:
+        if name not in cfg.eval.baselines and not (name == "plt" and cfg.eval.reference == "plt"):
+            raise ConfigError(
+                f"options for baseline {name!r}, which this run does not use",
+                where=f"[baselines.{name}]",
+                fix=f"add {name!r} to [eval] baselines or remove the table",
+            )
     walls["data"] = time.perf_counter() - t0
     with Run(out) as run:
         log(
@@ -105,7 +89,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")
         )
         with stage(run, "features", log) as info:
-            feats = features(ds, cfg, needed=getattr(adapter, "needs_features", True))
+            feats = features(ds, cfg, needed=adapter.needs_features)
         walls["features"] = info["seconds"]
 
         arms = {arm: arm_inputs(run, ds, cfg, sig, feats, arm == "lever", log) for arm in ("base", "lever")}
@@ -114,12 +98,9 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         ek = eval_kwargs(ds, cfg)
         settings: dict[str, dict[str, Any]] = {}
         for arm, (x, y, ukey) in arms.items():
-            texts = arm_texts(ds, y.shape[0])
-            s, stats = train_stage(
-                run, arm, x, y, feats["tst"], cfg, ukey, log,
-                texts=texts, context=arm_context(run, ds, arm, y.shape[0]),
-                x_sparse=arm_sparse(feats, y.shape[0]),
-            )  # fmt: skip
+            one = arm_of(run, ds, cfg, arm, feats, x, y)
+            texts = (one.trn_texts, one.tst_texts)
+            s, stats = train_stage(run, one, cfg, ukey, log)
             settings[arm] = arm_settings(
                 adapter=cfg.trainer.adapter, trainer=cfg.trainer, encoder=cfg.encoder, seed=cfg.seed,
                 data_signature=sig, truth=ek["train_truth"], x_train=x, targets=y, x_test=feats["tst"], texts=texts,
@@ -148,14 +129,18 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
                                                                   "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
         log(arms_summary(check))
         if cfg.eval.reference == "plt":
-            ref = reference_stage(run, ds, cfg, sig, log)
+            bl, r = reference
+            ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log, [plugins.fingerprint(r.plugin)])
+            with plugins.guard(r, "run"):
+                ref = bl.run(ctx)
             metrics["plt"] = evaluate(ref, ds.y_tst, name=ds.name, **ek)
             write_json(run.root / "reference" / "metrics.json", metrics["plt"])
             rows["napkinXC PLT"] = metrics["plt"]
         extra = {}  # tail baselines: display name -> arm name in scores/metrics
-        for name, bl in chosen_baselines.items():
-            ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log)
-            scores[name] = bl.run(ctx)
+        for name, (bl, r) in chosen_baselines.items():
+            ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log, [plugins.fingerprint(r.plugin)])
+            with plugins.guard(r, "run"):
+                scores[name] = bl.run(ctx)
             metrics[name] = evaluate(scores[name], ds.y_tst, name=ds.name, **ek)
             write_json(run.root / "baselines" / name / "metrics.json", metrics[name])
             emit(run, "metrics", arm=name, metrics=metrics[name])

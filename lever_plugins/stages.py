@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
-import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +21,19 @@ import scipy.sparse as sp
 from lever_plugins import config as cfgmod
 from lever_plugins import distributed as dist
 from lever_plugins import plugins
-from lever_plugins.config import RunConfig
+from lever_plugins.adapter import Adapter, Arm, LossFn
+from lever_plugins.config import RunConfig, config_hash
 from lever_plugins.data.dataset import Dataset
-from lever_plugins.errors import ConfigError
+from lever_plugins.errors import ConfigError, LeverError
 from lever_plugins.faults import crash_point
 from lever_plugins.runs import Run, atomic_path
 
-LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
-
 
 def cache_dir() -> Path:
-    """Shared embedding cache: keyed by (model, text hash, max_len), so runs in different folders share it."""
-    root = os.environ.get(LEVER_CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lever-plugins"
-    )
-    return Path(root)
+    """Shared embedding cache (``LEVER_CACHE_DIR``, else ~/.cache/lever-plugins): runs in different folders share it."""
+    from lever_plugins.teacher.encoder import shared_cache_dir
+
+    return shared_cache_dir()
 
 
 def load_data(cfg: RunConfig) -> Dataset:
@@ -54,32 +50,26 @@ def load_data(cfg: RunConfig) -> Dataset:
 
 
 def check_plugins(cfg: RunConfig) -> None:
-    """Named plugins exist and take the configured options (cheap: no torch, no data)."""
-    plugins.lookup(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
-    plugins.lookup(plugins.soft_label_providers(), cfg.soft_labels.provider, "soft-label provider",
-                   "soft_labels.provider")  # fmt: skip
+    """Named plugins exist and take the configured options (cheap: no torch, no data); the teacher's and
+    the adapter's own checks (models, upstream checkout) run too."""
+    teacher = make_teacher(cfg)
+    make_provider(cfg)
+    with plugins.guard(_reg(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name"), "preflight"):
+        teacher.preflight()
     adapter_factory(cfg)
 
 
 def preflight_models(cfg: RunConfig) -> None:
-    """The encoder (and the built-in teacher's model) resolve to local folders whose config, tokenizer and
-    weights load; the configured devices exist."""
-    from lever_plugins.errors import LeverError
+    """The encoder resolves to a local folder whose config, tokenizer and weights load; the encoder's and
+    trainer's devices exist (the teacher checks its own model and device in its ``preflight``)."""
     from lever_plugins.teacher.encoder import check_model, resolve_device, resolve_model
 
-    names = [("encoder", cfg.encoder.model)]
-    if cfg.teacher.name == "siamese":
-        names.append(("teacher", cfg.teacher.model))
-    for section, name in names:
-        try:
-            folder = resolve_model(name)
-        except LeverError as exc:
-            raise LeverError(f"{exc.what}: {name}", where=f"{section}.model", fix=exc.fix) from None
-        check_model(folder)
-    devices = [("encoder", cfg.encoder.device), ("trainer", cfg.trainer.device)]
-    if cfg.teacher.name == "siamese":
-        devices.append(("teacher", cfg.teacher.device))
-    for section, device in devices:
+    try:
+        folder = resolve_model(cfg.encoder.model)
+    except LeverError as exc:
+        raise LeverError(f"{exc.what}: {cfg.encoder.model}", where="encoder.model", fix=exc.fix) from None
+    check_model(folder)
+    for section, device in (("encoder", cfg.encoder.device), ("trainer", cfg.trainer.device)):
         try:
             resolve_device(device)
         except LeverError as exc:
@@ -216,20 +206,32 @@ def _save_npz_arrays(path: Path, **arrays: np.ndarray) -> None:
         crash_point("write", f"{path.parent.name}/{path.name}")
 
 
-def _save_csr(path: Path, m: sp.csr_matrix) -> None:
+def save_csr(path: Path, m: sp.csr_matrix) -> None:
+    """Write ``m`` as .npz atomically (temp file + rename)."""
     with atomic_path(path) as tmp:
         sp.save_npz(tmp, m.tocsr())
         crash_point("write", f"{path.parent.name}/{path.name}")
 
 
 def cached_stage(
-    run: Run, name: str, key: str, arts: list[str], compute: Callable[[], dict | None], log: Any = None
+    run: Run,
+    name: str,
+    key: str,
+    arts: list[str],
+    compute: Callable[[], dict | None],
+    log: Any = None,
+    uses: list[dict[str, Any]] | None = None,
 ) -> dict:
     """Run ``compute()`` (which writes ``arts`` atomically and returns its stats) unless stage ``name``
-    already finished with config hash ``key`` and intact artefacts; return the stage's stats.
+    already finished with the same key and intact artefacts; return the stage's stats.
+
+    ``uses``: the plugins whose code the stage runs (:func:`lever_plugins.plugins.fingerprint`): they are
+    part of the key (editing a plugin's source recomputes the stages it answers) and named in the manifest.
 
     Under torchrun every rank calls this (``compute`` may hold collective steps); rank 0 alone reads and
     writes the manifest and tells the others whether the stage is cached."""
+    uses = sorted(uses or [], key=lambda u: (u["dist"], u["plugin"]))
+    key = stage_key(key, uses)
     with stage(run, name, log) as info:
         info["key"] = key
         if dist.broadcast_object(run.stage_done(name, key, arts) if dist.is_main() else None):
@@ -239,9 +241,51 @@ def cached_stage(
         stats = compute() or {}
         crash_point("stage", name, "computed")
         if dist.is_main():
-            run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats)
+            run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats, plugins=uses)
         dist.barrier()
         return stats
+
+
+def stage_key(key: str, uses: list[dict[str, Any]]) -> str:
+    """A stage's key with the fingerprints of the plugins it runs (unchanged when there are none)."""
+    return config_hash(key, sorted(uses, key=lambda u: (u["dist"], u["plugin"]))) if uses else key
+
+
+def _reg(registry: dict[str, plugins.Registered], name: str, kind: str, option: str) -> plugins.Registered:
+    return plugins.lookup(registry, name, kind, option)
+
+
+def make_teacher(cfg: RunConfig) -> Any:
+    """``factory(config, seed=seed, **options)``: the ``[teacher]`` settings, the teacher's seed (``[teacher]
+    seed``, else the run's) and ``[teacher.options]``, checked against the factory's signature first."""
+    r = _reg(plugins.teachers(), cfg.teacher.name, "teacher", "teacher.name")
+    opts = cfg.teacher.options
+    plugins.check_call(r, "teacher", "[teacher.options]", (cfg.teacher,), opts, fixed={"seed": 0})
+    with plugins.guard(r, "factory"):
+        return r.factory(cfg.teacher, seed=cfg.teacher.seed or cfg.seed, **opts)
+
+
+def make_provider(cfg: RunConfig) -> Any:
+    """``factory(config, **options)``: the ``[soft_labels]`` settings and ``[soft_labels.options]``."""
+    scfg = cfg.soft_labels
+    r = _reg(plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider")
+    plugins.check_call(r, "soft-label provider", "[soft_labels.options]", (scfg,), scfg.options)
+    with plugins.guard(r, "factory"):
+        return r.factory(scfg, **scfg.options)
+
+
+def make_baseline(cfg: RunConfig, name: str) -> tuple[Any, plugins.Registered]:
+    """``factory(**options)`` with the ``[baselines.<name>]`` table."""
+    r = _reg(plugins.baselines(), name, "baseline", "eval.baselines")
+    opts = cfg.baselines.get(name, {})
+    plugins.check_call(r, "baseline", f"[baselines.{name}]", (), opts)
+    with plugins.guard(r, "factory"):
+        return r.factory(**opts), r
+
+
+def hook_uses(hook: str) -> list[dict[str, Any]]:
+    """Fingerprints of the plugins implementing ``hook`` (any of them may answer a firstresult hook)."""
+    return [plugins.fingerprint(p) for p in plugins.implementers(hook)]
 
 
 def teacher_stage(
@@ -250,159 +294,167 @@ def teacher_stage(
     """Train (or reuse) the teacher and return its label (and, when tau_d > 0, train-doc) embeddings."""
     tcfg = cfg.teacher
     need_docs = cfg.soft_labels.tau_d > 0
+    r = _reg(plugins.teachers(), tcfg.name, "teacher", "teacher.name")
+    uses = [plugins.fingerprint(r.plugin)]
     key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs)
     art = "teacher/embeddings.npz"
 
     def compute() -> dict:
-        if tcfg.name == "siamese" and not tcfg.train:
-            # The pre-trained encoder as teacher: its embeddings are shared with every other run.
-            from lever_plugins.teacher.encoder import embed_cached
-
-            def embed(texts: list[str]) -> np.ndarray:
-                return embed_cached(texts, tcfg.model, tcfg.max_len, cache_dir() / "embeddings", device=tcfg.device)
-
-            stats = {"trained": False}
-        else:
-            factory = plugins.lookup(plugins.teachers(), tcfg.name, "teacher", "teacher.name").factory
-            teacher = factory(tcfg, seed=tcfg.seed or cfg.seed)
+        teacher = make_teacher(cfg)
+        with plugins.guard(r, "fit"):
             stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
-            embed = teacher.embed
-        lbl = embed(ds.lbl_texts)
-        doc = embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
+        with plugins.guard(r, "embed"):
+            lbl = teacher.embed(ds.lbl_texts)
+            doc = teacher.embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
         if dist.is_main():
             _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
         return stats
 
-    cached_stage(run, "teacher", key, [art], compute, log)
+    cached_stage(run, "teacher", key, [art], compute, log, uses=uses)
     z = np.load(run.root / art)
-    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, key
+    # downstream stages key on this one's key, so they see its plugins too
+    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, stage_key(key, uses)
 
 
 def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):
     scfg = cfg.soft_labels
+    r = _reg(plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider")
+    uses = [plugins.fingerprint(r.plugin), *hook_uses("lever_blend_targets")]
     key = cfgmod.config_hash(teacher_key, scfg)
     arts = ["soft/y_aug.npz", "soft/soft.npz", "soft/targets.npz"]
 
     def compute() -> dict:
-        provider = plugins.lookup(
-            plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider"
-        ).factory(scfg)
+        provider = make_provider(cfg)
         has_text = np.array([bool(t.strip()) for t in ds.lbl_texts])
-        sl = provider.build(ds.binary_train(), temb["doc"], temb["lbl"], has_text=has_text)
-        targets = plugins.get_plugin_manager().hook.lever_blend_targets(y=sl.y_aug, soft=sl.soft, config=scfg)
+        with plugins.guard(r, "build"):
+            sl = provider.build(ds.binary_train(), temb["doc"], temb["lbl"], has_text=has_text)
+        with plugins.guard_hook("lever_blend_targets"):
+            targets = plugins.get_plugin_manager().hook.lever_blend_targets(y=sl.y_aug, soft=sl.soft, config=scfg)
         targets = sp.csr_matrix(targets, dtype=np.float32)
         for name, m in zip(arts, (sl.y_aug, sl.soft, targets), strict=True):
-            _save_csr(run.root / name, m)
+            save_csr(run.root / name, m)
         return sl.stats
 
-    cached_stage(run, "soft_labels", key, arts, compute, log)
-    return sp.load_npz(run.root / arts[2]).tocsr().astype(np.float32)
+    cached_stage(run, "soft_labels", key, arts, compute, log, uses=uses)
+    return sp.load_npz(run.root / arts[2]).tocsr().astype(np.float32), stage_key(key, uses)
 
 
-def make_adapter(cfg: RunConfig) -> Any:
+def make_adapter(cfg: RunConfig) -> Adapter:
     """The configured adapter, built with ``[trainer] options`` as keyword arguments."""
-    return adapter_factory(cfg)(**cfg.trainer.options)
+    r = _reg(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter")
+    with plugins.guard(r, "factory"):
+        return adapter_factory(cfg)(**cfg.trainer.options)
 
 
 def adapter_factory(cfg: RunConfig) -> Any:
     """The configured adapter's factory, checked to take ``[trainer] options`` as keyword arguments."""
-    factory = plugins.lookup(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter").factory
-    opts = cfg.trainer.options
-    try:
-        inspect.signature(getattr(factory, "resolve", lambda: factory)()).bind(**opts)
-    except TypeError as exc:
-        raise ConfigError(
-            f"adapter {cfg.trainer.adapter!r} does not take options {sorted(opts)}: {exc}",
-            where="[trainer] options",
-            fix="remove them or check the adapter's documentation",
-        ) from None
-    except ValueError:  # no signature to check (a C callable): let the call decide
-        pass
-    return factory
+    r = _reg(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter")
+    plugins.check_call(r, "adapter", "[trainer] options", (), cfg.trainer.options)
+    return r.factory
 
 
-@dataclass
-class ArmContext:
-    """What adapters that take ``context`` get beside features and targets (upstream trainers need
-    texts, the original binary labels for propensity, and the hard support of the augmented matrix)."""
+def loss_fn(tcfg: Any) -> LossFn:
+    """The ``lever_loss`` hook bound to the run's TrainerConfig: what adapters get as ``loss``."""
+    hook = plugins.get_plugin_manager().hook.lever_loss
 
-    run_root: Path
-    arm: str
-    dataset: Dataset
-    trn_texts: list[str]
-    support: sp.csr_matrix
+    def loss(logits: Any, targets: Any) -> Any:
+        with plugins.guard_hook("lever_loss"):
+            return hook(logits=logits, targets=targets, config=tcfg)
+
+    return loss
 
 
-def preflight(cfg: RunConfig) -> Any:
-    """Build the adapter and check its upstream (contract, version) before any stage runs."""
+def preflight(cfg: RunConfig) -> Adapter:
+    """Build the adapter and check, from its declared capabilities, that it can run this config, then its
+    own ``preflight`` (upstream checkout, solver settings): all before any stage runs."""
     adapter = make_adapter(cfg)
-    if cfg.trainer.finetune and not getattr(adapter, "supports_finetune", False):
+    name = cfg.trainer.adapter
+    if cfg.trainer.finetune and not adapter.supports_finetune:
         raise ConfigError(
-            f"adapter {cfg.trainer.adapter!r} cannot fine-tune the encoder (trainer.finetune = true)",
+            f"adapter {name!r} cannot fine-tune the encoder (trainer.finetune = true)",
             where="[trainer] finetune",
             fix='set finetune = false, or use adapter = "builtin"',
         )
-    if cfg.trainer.solver == "lbfgs":
-        from lever_plugins.trainer.lbfgs import check_config
-
-        check_config(cfg.trainer, finetune=cfg.trainer.finetune)
-    if hasattr(adapter, "preflight"):
-        adapter.preflight(cfg.trainer.upstream)
-    if cfg.trainer.upstream_args:
-        check_args = getattr(adapter, "check_upstream_args", None)
-        if check_args is None:
-            raise ConfigError(
-                f"adapter {cfg.trainer.adapter!r} takes no upstream arguments {cfg.trainer.upstream_args}",
-                where="[trainer] upstream_args", fix="drop them",
-            )  # fmt: skip
-        check_args(list(cfg.trainer.upstream_args))
+    if cfg.encoder.tfidf and not adapter.takes_sparse:
+        raise ConfigError(
+            f"adapter {name!r} takes no sparse features",
+            where="[encoder] tfidf",
+            fix="set tfidf = false for this adapter",
+        )
+    r = _reg(plugins.adapters(), name, "adapter", "trainer.adapter")
+    with plugins.guard(r, "preflight"):
+        adapter.preflight(cfg.trainer)
     return adapter
 
 
-def train_stage(
+def make_arm(
     run: Run,
-    arm: str,
+    ds: Dataset,
+    cfg: RunConfig,
+    name: str,
     x_train: np.ndarray,
     targets: sp.csr_matrix,
     x_test: np.ndarray,
-    cfg: RunConfig,
-    upstream_key: str,
-    log: Any = None,
-    texts: tuple[list[str], list[str]] | None = None,
-    context: ArmContext | None = None,
     x_sparse: tuple[sp.csr_matrix, sp.csr_matrix] | None = None,
-) -> tuple[sp.csr_matrix, dict]:
-    """Train one arm through the configured adapter. Adapters whose ``train_predict`` takes ``texts``
-    also get the (train rows, test rows) texts, for trainers that build their own features, and
-    those that take ``context`` an :class:`ArmContext`; those that take ``encoder``/``encoder_dir`` (the
-    builtin one: ``finetune``) the ``[encoder]`` settings and ``<arm>/encoder``, its fine-tuned encoder."""
-    key = cfgmod.config_hash(upstream_key, cfgmod.trainer_key(cfg.trainer), cfg.encoder, cfg.seed, arm)
-    art = f"{arm}/scores.npz"
-    arts = [art] + ([f"{arm}/encoder/config.json", f"{arm}/encoder/model.safetensors"] if cfg.trainer.finetune else [])
+    support: sp.csr_matrix | None = None,
+    texts: tuple[list[str], list[str]] | None = None,
+    y_train: sp.csr_matrix | None = None,
+    y_test: sp.csr_matrix | None = None,
+) -> Arm:
+    """The :class:`Arm` of one trainer call. Defaults: texts of the N (+ L) training rows and the test
+    documents, the data set's binary train and test matrices, ``support`` = the targets' own pattern
+    (binary targets; the +LEVER arm passes the hard augmented matrix)."""
+    targets = sp.csr_matrix(targets, dtype=np.float32)
+    trn_texts, tst_texts = texts if texts is not None else arm_texts(ds, targets.shape[0])
+    if support is None:
+        support = targets.copy()
+        support.data[:] = 1.0
+    tcfg = cfg.trainer
+    own_split = y_test is not None  # a hold-out of train: the test split's filter pairs do not apply
+    return Arm(
+        name=name,
+        workdir=run.root / name,
+        targets=targets,
+        support=sp.csr_matrix(support, dtype=np.float32),
+        y_train=ds.binary_train() if y_train is None else y_train,
+        y_test=ds.y_tst if y_test is None else y_test,
+        trn_texts=list(trn_texts),
+        tst_texts=list(tst_texts),
+        lbl_texts=list(ds.lbl_texts),
+        tst_filter=np.zeros((0, 2), np.int64) if own_split else ds.tst_filter,
+        seed=cfg.seed,
+        x_train=x_train,
+        x_test=x_test,
+        x_sparse=x_sparse,
+        dataset=ds.name,
+        encoder=cfg.encoder,
+        encoder_dir=run.root / name / "encoder",
+        upstream=Path(tcfg.upstream).resolve() if tcfg.upstream else None,
+        upstream_args=tuple(tcfg.upstream_args),
+        top_k=tcfg.top_k,
+    )
+
+
+def train_stage(run: Run, arm: Arm, cfg: RunConfig, upstream_key: str, log: Any = None) -> tuple[sp.csr_matrix, dict]:
+    """Train one arm through the configured adapter: ``adapter.train_predict(arm, config, loss)``, cached
+    as stage ``train_<arm>`` keyed by the arm's inputs (``upstream_key``), the trainer and encoder settings
+    and the adapter's and ``lever_loss`` plugins."""
+    r = _reg(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter")
+    uses = [plugins.fingerprint(r.plugin), *hook_uses("lever_loss")]
+    key = cfgmod.config_hash(upstream_key, cfgmod.trainer_key(cfg.trainer), cfg.encoder, cfg.seed, arm.name)
+    art = f"{arm.name}/scores.npz"
+    arts = [art] + (
+        [f"{arm.name}/encoder/config.json", f"{arm.name}/encoder/model.safetensors"] if cfg.trainer.finetune else []
+    )
 
     def compute() -> dict:
         adapter = make_adapter(cfg)
-        params = inspect.signature(adapter.train_predict).parameters
-        extra: dict[str, Any] = {"texts": texts} if "texts" in params else {}
-        if "context" in params:
-            extra["context"] = context
-        if "encoder" in params:
-            extra["encoder"] = cfg.encoder
-        if "encoder_dir" in params:
-            extra["encoder_dir"] = run.root / arm / "encoder"
-        if x_sparse is not None:
-            if "x_sparse" not in params:
-                raise ConfigError(
-                    f"adapter {cfg.trainer.adapter!r} takes no sparse features",
-                    where="[encoder] tfidf",
-                    fix="set tfidf = false for this adapter",
-                )
-            extra["x_sparse"] = x_sparse
-        scores, stats = adapter.train_predict(x_train, targets, x_test, cfg.trainer, seed=cfg.seed, **extra)
-        _save_csr(run.root / art, scores)
+        with plugins.guard(r, "train_predict"):
+            scores, stats = adapter.train_predict(arm, cfg.trainer, loss_fn(cfg.trainer))
+        save_csr(run.root / art, scores)
         return stats
 
-    stats = cached_stage(run, f"train_{arm}", key, arts, compute, log)
+    stats = cached_stage(run, f"train_{arm.name}", key, arts, compute, log, uses=uses)
     return sp.load_npz(run.root / art).tocsr(), stats
 
 
@@ -427,12 +479,12 @@ def arm_inputs(
     if not lever:
         return feats["trn"], ds.binary_train(), cfgmod.config_hash(sig)
     temb, tkey = teacher_stage(run, ds, cfg, sig, log)
-    targets = soft_stage(run, ds, cfg, temb, tkey, log)
+    targets, skey = soft_stage(run, ds, cfg, temb, tkey, log)
     n = ds.y_trn.shape[0]
     x = feats["trn"]
     if targets.shape[0] > n:
         x = np.vstack([x, feats["lbl"][: targets.shape[0] - n]])
-    return x, targets, cfgmod.config_hash(tkey, cfg.soft_labels)
+    return x, targets, skey
 
 
 def arm_texts(ds: Dataset, rows: int) -> tuple[list[str], list[str]]:
@@ -441,6 +493,8 @@ def arm_texts(ds: Dataset, rows: int) -> tuple[list[str], list[str]]:
     return ds.trn_texts + ds.lbl_texts[: rows - n], ds.tst_texts
 
 
-def arm_context(run: Run, ds: Dataset, arm: str, rows: int) -> ArmContext:
-    support = ds.binary_train() if arm == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
-    return ArmContext(run.root, arm, ds, arm_texts(ds, rows)[0], support)
+def arm_of(run: Run, ds: Dataset, cfg: RunConfig, name: str, feats: dict[str, Any], x: np.ndarray,
+           y: sp.csr_matrix) -> Arm:
+    """The Arm of the A/B arm ``name`` ("base" or "lever") from :func:`arm_inputs`' rows and targets."""
+    support = None if name == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
+    return make_arm(run, ds, cfg, name, x, y, feats["tst"], x_sparse=arm_sparse(feats, y.shape[0]), support=support)

@@ -128,3 +128,22 @@ def make_dist(site: Path, dist: str, module: str, source: str, version: str = "0
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[lever]\n{module} = {module}\n")
+
+
+def arm_for(x_train, targets, x_test, seed: int, texts=None, workdir: Path | None = None, **kw):
+    """A :class:`lever_plugins.adapter.Arm` for direct adapter calls (what ``stages.make_arm`` builds in a run):
+    ``targets`` also serve as support and train truth; the test truth is empty unless given."""
+    import scipy.sparse as sp
+
+    from lever_plugins.adapter import Arm
+
+    y = sp.csr_matrix(targets, dtype=np.float32)
+    n_tst = len(texts[1]) if texts is not None else np.asarray(x_test).shape[0]
+    trn, tst = texts if texts is not None else ([""] * y.shape[0], [""] * n_tst)
+    values = {
+        "name": "base", "workdir": workdir or Path("unused"), "targets": y, "support": y, "y_train": y,
+        "y_test": sp.csr_matrix((n_tst, y.shape[1]), dtype=np.float32), "trn_texts": list(trn),
+        "tst_texts": list(tst), "lbl_texts": [], "tst_filter": np.zeros((0, 2), np.int64), "seed": seed,
+        "x_train": x_train, "x_test": x_test,
+    }  # fmt: skip
+    return Arm(**{**values, **kw})

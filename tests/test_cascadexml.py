@@ -29,7 +29,7 @@ from lever_cascadexml.adapter import TESTED, CascadeXMLAdapter  # noqa: E402
 from lever_cascadexml.tree import build_tree, check_shape, default_shape, leaf_sizes  # noqa: E402
 
 from lever_plugins.errors import ConfigError  # noqa: E402
-from lever_plugins.wrap import WrapContext, patched  # noqa: E402
+from lever_plugins.wrap import Arm, patched  # noqa: E402
 
 STANDIN = Path(__file__).parent / "standins" / "cascadexml"
 REAL = os.environ.get("LEVER_UPSTREAM_CASCADEXML", "")
@@ -50,7 +50,7 @@ def bert12(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def make_ctx(workdir: Path, root: Path, lever: bool, n: int = 24, n_lbl: int = 20, seed: int = 0) -> WrapContext:
+def make_ctx(workdir: Path, root: Path, lever: bool, n: int = 24, n_lbl: int = 20, seed: int = 0) -> Arm:
     """Random arm inputs; train row 3 has no label at all (and no soft target either)."""
     rng = np.random.default_rng(seed)
     y = sp.random(n, n_lbl, density=0.12, random_state=seed, format="lil")
@@ -74,12 +74,12 @@ def make_ctx(workdir: Path, root: Path, lever: bool, n: int = 24, n_lbl: int = 2
 
     lbl_texts = [f"{WORDS[j % len(WORDS)]} tools {j}" for j in range(n_lbl)]
     trn = [text(i) for i in range(n)]
-    return WrapContext(
-        workdir=workdir, arm="lever" if lever else "base", upstream=root, upstream_args=[],
+    return Arm(
+        workdir=workdir, name="lever" if lever else "base", upstream=root, upstream_args=[],
         targets=sp.csr_matrix(targets, dtype=np.float32), support=sp.csr_matrix(support, dtype=np.float32),
         y_train=y, y_test=sp.csr_matrix(sp.random(6, n_lbl, density=0.2, random_state=seed + 2)),
         trn_texts=trn + (lbl_texts if lever else []), tst_texts=[text(i) for i in range(6)], lbl_texts=lbl_texts,
-        tst_filter=np.zeros((0, 2), dtype=np.int64), seed=seed, trainer=None,
+        tst_filter=np.zeros((0, 2), dtype=np.int64), seed=seed,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ the tested commit, and a tiny real train.py + eval.py run on a debtags slice mus
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import importlib
 import json
@@ -27,7 +28,7 @@ from conftest import DEBTAGS, lever, write_tiny_lf
 
 from lever_plugins.errors import ConfigError
 from lever_plugins.metrics.propensity import inv_propensity
-from lever_plugins.wrap import Patch, WrapContext, patched
+from lever_plugins.wrap import Arm, Patch, patched
 from lever_plugins.wrap.contract import file_digest
 
 lever_elias = pytest.importorskip("lever_elias")
@@ -210,7 +211,7 @@ def test_loss_sees_blended_values_shortlist_and_forcing_only_hard(upstream: Path
 # ------------------------------------------------------------------------- data side, propensity
 
 
-def tiny_ctx(tmp_path: Path, upstream: Path, n_docs: int = 40, n_labels: int = 24, seed: int = 3) -> WrapContext:
+def tiny_ctx(tmp_path: Path, upstream: Path, n_docs: int = 40, n_labels: int = 24, seed: int = 3) -> Arm:
     rng = np.random.default_rng(seed)
     dense = (rng.random((n_docs, n_labels)) < 0.12).astype(np.float32)
     dense[np.arange(n_docs), rng.integers(0, n_labels, n_docs)] = 1.0
@@ -222,10 +223,10 @@ def tiny_ctx(tmp_path: Path, upstream: Path, n_docs: int = 40, n_labels: int = 2
     words = ["audio", "video", "kernel", "python", "game", "font", "chess", "music"]
     texts = [" ".join(words[j % 8] for j in row.indices) + f" doc {i}" for i, row in enumerate(support)]
     y_tst = sp.csr_matrix(y[:10])
-    return WrapContext(
-        workdir=tmp_path / "lever" / "upstream", arm="lever", upstream=upstream.resolve(), upstream_args=[],
+    return Arm(
+        workdir=tmp_path / "lever" / "upstream", name="lever", upstream=upstream.resolve(), upstream_args=[],
         targets=targets, support=support, y_train=y, y_test=y_tst, trn_texts=texts, tst_texts=texts[:10],
-        lbl_texts=texts[n_docs:], tst_filter=np.array([[0, 1], [3, 5]]), seed=seed, trainer=None, top_k=100,
+        lbl_texts=texts[n_docs:], tst_filter=np.array([[0, 1], [3, 5]]), seed=seed, top_k=100,
     )  # fmt: skip
 
 
@@ -291,7 +292,7 @@ def test_settings_refuse_impossible_elias_configs(tmp_path: Path, tok_dir: Path)
         ).settings(ctx)
     with pytest.raises(ConfigError, match="may not set dataset"):
         EliasAdapter(elias={"dataset": "x"})
-    ctx.upstream_args = ["--data_manager", "xmc"]
+    ctx = dataclasses.replace(ctx, upstream_args=["--data_manager", "xmc"])
     with pytest.raises(ConfigError, match="--data_manager is set by the adapter"):
         EliasAdapter(tf=str(tok_dir), elias={"eval_topk": 8, "max_leaf": 4, "beam_size": 4}).settings(ctx)
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import WORDS
+from conftest import WORDS, arm_for
 
 from lever_plugins import config
 from lever_plugins.errors import LeverError
+from lever_plugins.stages import loss_fn
 from lever_plugins.teacher.encoder import Encoder
 from lever_plugins.trainer import finetune, ova
 from lever_plugins.trainer.adapter import BuiltinAdapter
@@ -169,19 +170,20 @@ def test_finetune_false_is_the_frozen_path(toy, tiny_model: Path, tmp_path: Path
     trn, y, tst, _ = toy
     cfg = _cfg(tiny_model, finetune=False)
     x, xt = _encode(tiny_model, trn), _encode(tiny_model, tst)
-    got, _ = BuiltinAdapter().train_predict(x, y, xt, cfg.trainer, seed=3, progress=False, texts=(trn, tst),
-                                            encoder=cfg.encoder, encoder_dir=tmp_path / "enc")  # fmt: skip
+    arm = arm_for(x, y, xt, 3, texts=(trn, tst), encoder=cfg.encoder, encoder_dir=tmp_path / "enc")
+    got, _ = BuiltinAdapter(progress=False).train_predict(arm, cfg.trainer, loss_fn(cfg.trainer))
     want, _ = ova.train_predict(x, y, xt, cfg.trainer, seed=3, progress=False)
     assert _same(got, want)
     assert not (tmp_path / "enc").exists()
 
 
-def test_adapter_finetune_needs_texts(toy, tiny_model: Path):
+def test_adapter_finetune_needs_one_text_per_row(toy, tiny_model: Path):
     trn, y, tst, _ = toy
     cfg = _cfg(tiny_model)
-    with pytest.raises(LeverError, match="needs the texts"):
-        BuiltinAdapter().train_predict(np.zeros((N, 0), np.float32), y, np.zeros((N_TST, 0), np.float32),
-                                       cfg.trainer, seed=1, encoder=cfg.encoder)  # fmt: skip
+    arm = arm_for(np.zeros((N, 0), np.float32), y, np.zeros((N_TST, 0), np.float32), 1, texts=(tst, tst),
+                  encoder=cfg.encoder)  # fmt: skip
+    with pytest.raises(LeverError, match="16 training texts but 64 target rows"):
+        BuiltinAdapter(progress=False).train_predict(arm, cfg.trainer, loss_fn(cfg.trainer))
     with pytest.raises(LeverError, match="16 training texts but 64 target rows"):
         finetune.train_predict((tst, tst), y, cfg.trainer, cfg.encoder, seed=1, progress=False)
 

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from conftest import ROOT
 
 from lever_plugins import plugins
+from lever_plugins.adapter import Adapter, Arm
 from lever_plugins.errors import LeverError
 
 pytest.importorskip("napkinxc", reason="napkinxc is not installed (pip install 'napkinxc>=0.6')")
@@ -63,6 +64,19 @@ def _synthetic(n_trn: int = 400, n_tst: int = 120, n_lbl: int = 25, seed: int = 
 
 class _Cfg:
     top_k = 10
+    upstream_args: list[str] = []
+
+
+def _arm(trn: list[str], y: sp.spmatrix, tst: list[str], seed: int) -> Arm:
+    """The Arm the pipeline would build (napkinxc reads texts, targets and seed only)."""
+    y = sp.csr_matrix(y, dtype=np.float32)
+    empty = sp.csr_matrix((len(tst), y.shape[1]), dtype=np.float32)
+    return Arm(name="base", workdir=Path("unused"), targets=y, support=y, y_train=y, y_test=empty, trn_texts=trn,
+               tst_texts=tst, lbl_texts=[], tst_filter=np.zeros((0, 2), np.int64), seed=seed)  # fmt: skip
+
+
+def _no_loss(logits, targets):
+    raise AssertionError("napkinxc has no loss to replace: it must never call the lever_loss hook")
 
 
 # ---------------------------------------------------------------- registration
@@ -80,12 +94,10 @@ def test_registered_through_the_real_entry_point():
         plugins.reset()
     assert (reg.dist, reg.version) == ("lever-napkinxc", "0.1.0")
     adapter = reg.factory()
-    assert adapter.name == "napkinxc" and adapter.check() == []
-    assert adapter.upstream == {"repository": "napkinxc (PyPI)", "version": md.version("napkinxc")}
-    with adapter.patch(run=None):
-        pass
-    with pytest.raises(LeverError, match="no upstream entry point"):
-        adapter.launch(None, [])
+    assert isinstance(adapter, Adapter)
+    assert adapter.name == "napkinxc" and adapter.problems() == []
+    adapter.preflight(_Cfg())  # napkinxc importable: nothing to refuse
+    assert not adapter.takes_loss_hook and not adapter.needs_features and not adapter.supports_finetune
 
 
 # ---------------------------------------------------------------- binary form of LEVER
@@ -134,7 +146,7 @@ def test_labels_handed_to_napkinxc_are_the_binarised_targets(monkeypatch: pytest
     soft[0, 2], soft[0, 4] = 0.9, 0.2
     soft[1, :] = 0
     soft[1, 3] = 0.2  # row 1 has no positive left: dropped
-    scores, stats = NapkinxcAdapter().train_predict(None, soft.tocsr(), None, _Cfg(), seed=5, texts=(trn, tst))
+    scores, stats = NapkinxcAdapter().train_predict(_arm(trn, soft, tst, 5), _Cfg(), _no_loss)
     expected = to_binary_labels(y, 0.5)
     expected[0], expected[1] = [2], []
     assert seen["Y"] == [r for r in expected if r] and seen["X_rows"] == 39
@@ -143,9 +155,9 @@ def test_labels_handed_to_napkinxc_are_the_binarised_targets(monkeypatch: pytest
     assert scores.shape == (5, 6) and stats["features_dim"] > 0
 
 
-def test_texts_are_required():
-    with pytest.raises(LeverError, match="needs the texts"):
-        NapkinxcAdapter().train_predict(np.zeros((2, 3)), sp.eye(2, format="csr"), np.zeros((1, 3)), _Cfg(), seed=1)
+def test_one_text_per_target_row():
+    with pytest.raises(LeverError, match="1 training texts for 2 target rows"):
+        NapkinxcAdapter().train_predict(_arm(["a b"], sp.eye(2, format="csr"), ["a"], 1), _Cfg(), _no_loss)
 
 
 # ---------------------------------------------------------------- features
@@ -185,7 +197,7 @@ def test_tfidf_matches_brute_force():
 def test_adapter_learns_and_is_reproducible():
     trn, y, tst, y_tst = _synthetic()
     adapter = NapkinxcAdapter()
-    scores, stats = adapter.train_predict(None, y, None, _Cfg(), seed=7, texts=(trn, tst))
+    scores, stats = adapter.train_predict(_arm(trn, y, tst, 7), _Cfg(), _no_loss)
     assert scores.shape == (len(tst), 25) and (np.diff(scores.indptr) <= 10).all()
     assert ((scores.data > 0) & (scores.data <= 1)).all()
     p1 = _p_at_1(scores, y_tst)
@@ -194,7 +206,7 @@ def test_adapter_learns_and_is_reproducible():
     assert p1 >= 0.9 and p1 > chance + 0.5, (p1, chance)
     assert stats["rows"] == 400 and stats["rows_dropped"] == 0 and stats["positives"] == y.nnz
     # Same seed, same scores: napkinXC's LIBLINEAR draws from libc rand(), which the adapter seeds.
-    again, _ = adapter.train_predict(None, y, None, _Cfg(), seed=7, texts=(trn, tst))
+    again, _ = adapter.train_predict(_arm(trn, y, tst, 7), _Cfg(), _no_loss)
     assert (again != scores).nnz == 0
     # plt_reference is the base arm's code path: identical scores.
     ref = plt_reference(trn, y, tst, top_k=10, seed=7)

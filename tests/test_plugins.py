@@ -24,6 +24,9 @@ class HashTeacher:
     def __init__(self, config, seed=0):
         self.config = config
 
+    def preflight(self):
+        pass  # no model to resolve
+
     def fit(self, doc_texts, lbl_texts, y, workdir, resume=True):
         return {"fitted": True}
 

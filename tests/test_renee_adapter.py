@@ -223,7 +223,7 @@ def test_prepare_writes_renee_inputs_without_touching_its_inputs(tmp_path: Path,
     from transformers import AutoTokenizer
 
     from lever_plugins.data import read_sparse
-    from lever_plugins.wrap import WrapContext
+    from lever_plugins.wrap import Arm
 
     monkeypatch.syspath_prepend(str(STANDIN_XCLIB))  # prepare checks that xclib is importable
     rng = np.random.default_rng(4)
@@ -233,12 +233,12 @@ def test_prepare_writes_renee_inputs_without_touching_its_inputs(tmp_path: Path,
     targets = sp.vstack([sp.csr_matrix(y * 0.75), sp.identity(L, format="csr", dtype=np.float32)]).tocsr()
     y_test = sp.csr_matrix(np.eye(n_tst, L, dtype=np.float32) * 0.5)  # non-binary: mutation would show
     lbl = [f"label {j}" for j in range(L)]
-    ctx = WrapContext(
-        workdir=tmp_path / "w", arm="lever", upstream=STANDIN_RENEE,
+    ctx = Arm(
+        workdir=tmp_path / "w", name="lever", upstream=STANDIN_RENEE,
         upstream_args=["--tf", str(tiny_model), "--maxlen=12", "--expname", "x"], targets=targets.copy(),
         support=targets.copy(), y_train=sp.csr_matrix(y), y_test=y_test.copy(),
         trn_texts=[f"doc {i}" for i in range(N)] + lbl, tst_texts=[f"test {i}" for i in range(n_tst)],
-        lbl_texts=lbl, tst_filter=np.array([[1, 2], [3, 0]]), seed=7, trainer=None,
+        lbl_texts=lbl, tst_filter=np.array([[1, 2], [3, 0]]), seed=7,
     )  # fmt: skip
     ctx.workdir.mkdir()
     spec = ReneeAdapter(require_cuda=False).prepare(ctx)

@@ -27,7 +27,7 @@ from renee_checks import (
     upstream_modules,
 )
 
-from lever_plugins.wrap import WrapContext, patched
+from lever_plugins.wrap import Arm, patched
 
 UPSTREAM = os.environ.get("LEVER_UPSTREAM_RENEE", "")
 pytestmark = [
@@ -85,7 +85,7 @@ def test_real_reader_propensity_and_reversibility(real, tmp_path: Path):
     check_reversible(real, tmp_path)
 
 
-def debtags_context(tmp: Path, tf: str, maxlen: int, n_trn: int = 256, n_tst: int = 128) -> WrapContext:
+def debtags_context(tmp: Path, tf: str, maxlen: int, n_trn: int = 256, n_tst: int = 128) -> Arm:
     """A +LEVER arm on a slice of debtags: N documents, then the L label rows, plus soft teacher-like pairs."""
     from lever_plugins.data import load_dataset
 
@@ -98,12 +98,12 @@ def debtags_context(tmp: Path, tf: str, maxlen: int, n_trn: int = 256, n_tst: in
     extra = extra - extra.multiply(y > 0)  # teacher pairs only off the ground truth
     targets = sp.vstack([y + extra, sp.identity(L, format="csr", dtype=np.float32)]).tocsr()
     targets.eliminate_zeros()
-    return WrapContext(
-        workdir=tmp / "lever" / "upstream", arm="lever", upstream=Path(UPSTREAM),
+    return Arm(
+        workdir=tmp / "lever" / "upstream", name="lever", upstream=Path(UPSTREAM),
         upstream_args=["--tf", tf, "--maxlen", str(maxlen)], targets=targets,
         support=(targets > 0).astype(np.float32).tocsr(), y_train=y, y_test=ds.y_tst[:n_tst].tocsr(),
         trn_texts=list(ds.trn_texts[:n_trn]) + list(ds.lbl_texts), tst_texts=list(ds.tst_texts[:n_tst]),
-        lbl_texts=list(ds.lbl_texts), tst_filter=np.zeros((0, 2), np.int64), seed=0, trainer=None,
+        lbl_texts=list(ds.lbl_texts), tst_filter=np.zeros((0, 2), np.int64), seed=0,
     )  # fmt: skip
 
 

@@ -9,10 +9,14 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import arm_for
 
+from lever_plugins.adapter import Adapter
 from lever_plugins.config import TrainerConfig
 from lever_plugins.errors import DataError, LeverError
+from lever_plugins.stages import loss_fn
 from lever_plugins.trainer import ova
+from lever_plugins.trainer.adapter import BuiltinAdapter
 
 torch = pytest.importorskip("torch")
 faiss = pytest.importorskip("faiss")
@@ -184,7 +188,8 @@ def test_lever_loss_hook_is_called_and_can_override(problem, trained, register_l
     xtr, ytr, xte, yte = problem
     c = cfg(negatives=mode, epochs=2)
     plain = register_loss(CountingLoss(flip=False))
-    ova.train_predict(xtr, ytr, xte, c, seed=3, progress=False)
+    adapter = BuiltinAdapter(progress=False)
+    adapter.train_predict(arm_for(xtr, ytr, xte, 3), c, loss_fn(c))
     assert plain.calls == 2 * int(np.ceil(2000 / 128))  # once per batch
     assert all(a == b and a[0] <= 128 for a, b in plain.shapes)
     assert all(conf is c for conf in plain.configs)
@@ -192,22 +197,29 @@ def test_lever_loss_hook_is_called_and_can_override(problem, trained, register_l
         assert all(a[1] == 200 for a, _ in plain.shapes)
 
     flipped = register_loss(CountingLoss(flip=True))  # registered last: pluggy calls it first
-    s, _ = ova.train_predict(xtr, ytr, xte, cfg(negatives=mode), seed=3, progress=False)
+    c = cfg(negatives=mode)
+    s, _ = adapter.train_predict(arm_for(xtr, ytr, xte, 3), c, loss_fn(c))
     assert flipped.calls > 0 and plain.calls == 2 * int(np.ceil(2000 / 128))  # firstresult: plain not reached
     assert p_at_1(s, yte) < p_at_1(trained[mode][0], yte) - 0.3  # trained against its targets
 
 
-def test_explicit_loss_fn_bypasses_the_hook(problem, register_loss):
+def test_ova_takes_its_loss_from_the_caller(problem, register_loss):
+    """ova never reaches for the plugin manager: the loss it is given, else plain mean BCE (the built-in
+    lever_loss answer), so the same call gives the same scores whatever plugins are registered."""
     xtr, ytr, xte, _ = problem
-    hook = register_loss(CountingLoss(flip=False))
+    before, _ = ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=0, progress=False)
+    hook = register_loss(CountingLoss(flip=True))
     calls = []
 
     def loss(logits, targets):
         calls.append(1)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
 
-    ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=0, loss_fn=loss, progress=False)
+    explicit, _ = ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=0, loss_fn=loss, progress=False)
+    default, _ = ova.train_predict(xtr, ytr, xte, cfg(epochs=1), seed=0, progress=False)
     assert len(calls) == int(np.ceil(2000 / 128)) and hook.calls == 0
+    np.testing.assert_array_equal(explicit.toarray(), before.toarray())
+    np.testing.assert_array_equal(default.toarray(), before.toarray())
 
 
 def test_early_stopping_keeps_the_best_epoch(problem):
@@ -267,14 +279,11 @@ def test_builtin_adapter(problem):
     from lever_plugins import plugins
     from lever_plugins.trainer.adapter import BuiltinAdapter
 
-    adapter = plugins.adapters()["builtin"].factory()
-    assert isinstance(adapter, BuiltinAdapter)
-    assert adapter.name == "builtin" and adapter.upstream is None
-    assert adapter.check() == [] and adapter.check("/nowhere") == []
-    with adapter.patch(run=None):
-        pass
-    with pytest.raises(LeverError, match="lever train"):
-        adapter.launch(None, [])
+    adapter = plugins.adapters()["builtin"].factory(progress=False)
+    assert isinstance(adapter, BuiltinAdapter) and isinstance(adapter, Adapter)
+    assert adapter.name == "builtin" and adapter.upstream == ""
+    assert adapter.needs_features and adapter.takes_loss_hook and adapter.supports_finetune and adapter.takes_sparse
+    adapter.preflight(cfg())  # the sgd solver: nothing to refuse
     # What the adapter returns against an independent solver: with the convex L-BFGS head, its test scores
     # must be the logits of per-label L2 logistic regressions fitted by scikit-learn (loss from the
     # lever_loss hook, the config's l2 and top_k honoured), not merely what ova.train_predict returns.
@@ -284,8 +293,8 @@ def test_builtin_adapter(problem):
 
     x, xs, y = lbfgs_problem(n=200, L=5, seed=3, soft=True)
     x_te, xs_te, _ = lbfgs_problem(n=30, L=5, seed=4)
-    scores, stats = adapter.train_predict(x, y, x_te, lbfgs_cfg(top_k=3), seed=2, progress=False,
-                                          x_sparse=(xs, xs_te))  # fmt: skip
+    c = lbfgs_cfg(top_k=3)
+    scores, stats = adapter.train_predict(arm_for(x, y, x_te, 2, x_sparse=(xs, xs_te)), c, loss_fn(c))
     coef, icpt = sklearn_oracle(x, xs, y, l2=1e-2)
     logits = np.hstack([x_te, xs_te.toarray()]) @ coef.T + icpt
     top = np.argsort(-logits, axis=1)[:, :3]

@@ -387,6 +387,17 @@ class EmbeddingCache:
             np.save(tmp, hashes.astype(_HASH))
 
 
+LEVER_CACHE_ENV = "LEVER_CACHE_DIR"
+
+
+def shared_cache_dir() -> Path:
+    """Shared embedding cache: keyed by (model, text hash, max_len), so runs in different folders share it."""
+    root = os.environ.get(LEVER_CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lever-plugins"
+    )
+    return Path(root)
+
+
 def cache_folder(cache_dir: str | Path, model_path: str, max_len: int) -> Path:
     key = hashlib.sha256(
         json.dumps([model_identity(model_path), int(max_len), "mean", "l2"]).encode()

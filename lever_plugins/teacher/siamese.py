@@ -13,10 +13,9 @@ Training follows the LEVER/NGAME recipe (see notes/upstream-lever_official.md §
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.faults import crash_point
 from lever_plugins.progress import progress as progress_bar
-from lever_plugins.runs import atomic_dir, atomic_path, write_json
+from lever_plugins.runs import atomic_path, write_json
 from lever_plugins.teacher.clustering import balanced_clusters
 from lever_plugins.teacher.encoder import Encoder
+from lever_plugins.teacher.training import deterministic, linear_warmup_decay, save_model_dir
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_DIR = "model"
@@ -116,41 +116,6 @@ def _fingerprint(doc_texts: Sequence[str], lbl_texts: Sequence[str], y: sp.csr_m
     return h.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    """Deterministic kernels for the duration of training, restoring the caller's setting after.
-
-    Used on CPU only: on CUDA the deterministic kernels cost throughput and need CUBLAS_WORKSPACE_CONFIG.
-    """
-    if not enabled:
-        yield
-        return
-    import torch.utils.deterministic as tud
-
-    was = torch.are_deterministic_algorithms_enabled()
-    warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    fill = tud.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # NaN-filling every torch.empty only helps find reads of uninitialised memory; it costs bandwidth.
-    tud.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn)
-        tud.fill_uninitialized_memory = fill
-
-
-def _save_model_dir(encoder: Encoder, dest: Path, meta: dict[str, Any], meta_name: str = "lever_teacher.json") -> None:
-    """save_pretrained into a temp folder, then swap it in by rename (the old one is moved aside first)."""
-    with atomic_dir(dest, replace=True) as tmp:
-        encoder.model.save_pretrained(tmp)
-        encoder.tokenizer.save_pretrained(tmp)
-        write_json(tmp / meta_name, meta)
-
-
-# -------------------------------------------------------------------------------------------- teacher
-
-
 class SiameseTeacher:
     """LEVER's tail-robust teacher: a shared mean-pooling encoder trained with label-wise batches."""
 
@@ -172,11 +137,35 @@ class SiameseTeacher:
             self._pristine = True
         return self._encoder
 
+    def preflight(self) -> None:
+        """Before any stage: the teacher's model resolves to a local folder whose files load, and its
+        device exists."""
+        from lever_plugins.errors import LeverError
+        from lever_plugins.teacher.encoder import check_model, resolve_device, resolve_model
+
+        try:
+            folder = resolve_model(self.config.model)
+        except LeverError as exc:
+            raise LeverError(f"{exc.what}: {self.config.model}", where="teacher.model", fix=exc.fix) from None
+        check_model(folder)
+        try:
+            resolve_device(self.config.device)
+        except LeverError as exc:
+            raise LeverError(exc.what, where="teacher.device", fix=exc.fix) from None
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 embeddings with the trained (or, if not trained, pre-trained) encoder.
 
-        Under torchrun each rank encodes a contiguous slice and the slices are gathered in order.
+        Not trained (``train = false``): the pre-trained encoder's embeddings come from the shared embedding
+        cache, so every run with the same model and texts reuses them. Under torchrun each rank encodes a
+        contiguous slice and the slices are gathered in order.
         """
+        if not self.config.train:
+            from lever_plugins.teacher.encoder import embed_cached, shared_cache_dir
+
+            c = self.config
+            return embed_cached(texts, c.model, c.max_len, shared_cache_dir() / "embeddings", device=c.device,
+                                progress=self.progress)  # fmt: skip
         enc, bs = self.encoder, max(self.config.batch_size, 128)
         return dist.encode_sharded(
             lambda part: enc.encode(list(part), batch_size=bs, progress=self.progress and dist.is_main()),
@@ -223,7 +212,7 @@ class SiameseTeacher:
             )
         t0 = time.perf_counter()
         dev = torch.device("cuda") if self.encoder.device.type == "cuda" else torch.device("cpu")
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), _deterministic(dev.type == "cpu"):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), deterministic(dev.type == "cpu"):
             stats = self._fit(list(doc_texts), list(lbl_texts), y, workdir, resume, stop_after_epochs)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         self.stats = stats
@@ -269,7 +258,7 @@ class SiameseTeacher:
         opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, eps=1e-6,
                                 fused=dev.type in ("cpu", "cuda"))
         warm = max(int(c.warmup_steps), 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _linear_warmup_decay(s, warm, total_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_warmup_decay(s, warm, total_steps))
         amp = bool(c.amp) and dev.type == "cuda"
         scaler = torch.amp.GradScaler("cuda") if amp else None
 
@@ -419,7 +408,7 @@ class SiameseTeacher:
         done = start_epoch + epochs_run
         model.eval()
         if main and done >= c.epochs and (epochs_run > 0 or not (workdir / MODEL_DIR / "config.json").exists()):
-            _save_model_dir(enc, workdir / MODEL_DIR, {"max_len": c.max_len, "pooling": "mean",
+            save_model_dir(enc, workdir / MODEL_DIR, {"max_len": c.max_len, "pooling": "mean",
                                                        "normalize": "l2", "epochs": done, "seed": self.seed})
         dist.barrier()
         last = history[-1]["loss"] if history else None
@@ -453,12 +442,6 @@ class _PairForward(torch.nn.Module):
     def forward(self, lx: torch.Tensor, lm: torch.Tensor, dx: torch.Tensor,
                 dm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._encoder.forward(lx, lm), self._encoder.forward(dx, dm)
-
-
-def _linear_warmup_decay(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / (warmup + 1)  # never a zero learning rate on the first step
-    return max(0.0, (total - step) / max(total - warmup, 1))
 
 
 def _digest(obj: Any) -> str:

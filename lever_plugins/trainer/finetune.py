@@ -59,7 +59,7 @@ class TrainableEncoder:
     def __init__(self, enc: Any, ids: np.ndarray, lens: np.ndarray, lr: float, warmup: float, total_steps: int):
         import torch
 
-        from lever_plugins.teacher.siamese import _linear_warmup_decay
+        from lever_plugins.teacher.training import linear_warmup_decay
 
         self.enc, self.ids, self.lens = enc, ids, lens
         dev = enc.device
@@ -67,7 +67,7 @@ class TrainableEncoder:
                                      fused=dev.type in ("cpu", "cuda"))  # fmt: skip
         total = max(int(total_steps), 1)
         warm = int(round(warmup * total))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _linear_warmup_decay(s, warm, total))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: linear_warmup_decay(s, warm, total))
         self.amp_dtype = torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
         self.steps = 0
         self.lrs: list[float] = []  # learning rate of each step (stats, tests)
@@ -154,10 +154,10 @@ def _reproducible(device_type: str, seed: int) -> Iterator[None]:
     """Seeded torch RNG (dropout) confined to the block; deterministic kernels on CPU."""
     import torch
 
-    from lever_plugins.teacher.siamese import _deterministic
+    from lever_plugins.teacher.training import deterministic
 
     cuda = [torch.cuda.current_device()] if device_type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), _deterministic(device_type == "cpu"):
+    with torch.random.fork_rng(devices=cuda), deterministic(device_type == "cpu"):
         torch.manual_seed(seed)
         yield
 
@@ -199,10 +199,10 @@ def train_predict(
         scores = model.topk(x_tst, config.top_k, x_sparse=xs_tst, prior=prior, alpha=alpha)
         stats["predict_seconds"] = round(time.perf_counter() - t0, 4)
     if encoder_dir is not None:
-        from lever_plugins.teacher.siamese import _save_model_dir
+        from lever_plugins.teacher.training import save_model_dir
 
         meta = {k: stats["finetune"][k] for k in ("model", "max_len", "encoder_lr", "encoder_warmup", "steps")}
-        _save_model_dir(enc, Path(encoder_dir), {**meta, "pooling": "mean", "normalize": "l2", "seed": int(seed),
+        save_model_dir(enc, Path(encoder_dir), {**meta, "pooling": "mean", "normalize": "l2", "seed": int(seed),
                                                  "epochs": stats["epochs_run"]}, meta_name=META_NAME)  # fmt: skip
         stats["finetune"]["saved"] = str(encoder_dir)
     return scores, stats

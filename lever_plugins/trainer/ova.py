@@ -285,12 +285,12 @@ def _device(name: str):
 
 
 def _default_loss(config) -> Callable:
-    from lever_plugins.plugins import get_plugin_manager
-
-    hook = get_plugin_manager().hook.lever_loss
+    """Mean BCE with logits: what the built-in ``lever_loss`` answers. The pipeline passes the hook itself
+    (bound by :func:`lever_plugins.stages.loss_fn`), so this serves direct library calls only."""
+    import torch.nn.functional as F
 
     def loss(logits, targets):
-        return hook(logits=logits, targets=targets, config=config)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="mean")
 
     return loss
 
@@ -369,7 +369,8 @@ def train(
 ) -> tuple[OvAModel, dict[str, Any]]:
     """Train the OvA classifier on ``x_train`` (M×d) and soft or binary ``targets`` (M×L CSR in [0, 1]).
 
-    ``loss_fn(logits, targets) -> scalar`` defaults to the ``lever_loss`` hook and is called once per
+    ``loss_fn(logits, targets) -> scalar`` (the pipeline passes the ``lever_loss`` hook; default: mean BCE) is
+    called once per
     batch; its value is read as a mean over entries (see the module docstring). ``hidden``: width of an
     optional residual hidden layer (default: ``config.hidden`` if the config has it, else 0 = linear).
     ``x_sparse`` (M×V, e.g. TF-IDF): add the sparse full-rank head (full mode only; module docstring).

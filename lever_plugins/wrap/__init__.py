@@ -8,17 +8,18 @@ The pieces an adapter distribution builds on (see ``adapters/*`` for real ones):
 - :mod:`.adapter` — :class:`WrapAdapter`, the base class tying them to ``lever wrap`` and ``lever ab``.
 """
 
-from lever_plugins.wrap.adapter import LaunchSpec, WrapAdapter, WrapContext
+from lever_plugins.adapter import Arm
+from lever_plugins.wrap.adapter import LaunchSpec, WrapAdapter
 from lever_plugins.wrap.contract import SourceText, Symbol, check_contract, identify_commit
 from lever_plugins.wrap.patching import Patch, patched
 
 __all__ = [
+    "Arm",
     "LaunchSpec",
     "Patch",
     "SourceText",
     "Symbol",
     "WrapAdapter",
-    "WrapContext",
     "check_contract",
     "identify_commit",
     "patched",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,41 +11,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lever_plugins.adapter import Arm, LossFn
 from lever_plugins.errors import UpstreamError
 from lever_plugins.wrap.contract import Problem, Requirement, check_contract, identify_commit
 from lever_plugins.wrap.patching import Patch
-
-
-@dataclass
-class WrapContext:
-    """Everything one arm hands to an upstream trainer. Row i < ``n_docs`` of ``targets`` is train
-    document i; rows after it are label rows (label ``i - n_docs``'s text as a document)."""
-
-    workdir: Path  # files for the upstream go here (OUT/<arm>/upstream)
-    arm: str  # "base" or "lever"
-    upstream: Path
-    upstream_args: list[str]
-    targets: sp.csr_matrix  # training targets: binary (base) or blended soft (+LEVER), rows × L
-    support: sp.csr_matrix  # hard augmented matrix: ground truth and label rows at 1 (teacher pairs absent)
-    y_train: sp.csr_matrix  # ORIGINAL binary train labels, N × L: propensity and validation come from it
-    y_test: sp.csr_matrix
-    trn_texts: list[str]  # one per target row
-    tst_texts: list[str]
-    lbl_texts: list[str]
-    tst_filter: np.ndarray  # (row, label) pairs removed before metrics
-    seed: int
-    trainer: Any  # the TrainerConfig
-    top_k: int = 100
-    x_train: Any = None  # frozen-encoder features of the target rows (None or zero-width unless needs_features)
-    x_test: Any = None
-
-    @property
-    def n_docs(self) -> int:
-        return self.y_train.shape[0]
-
-    @property
-    def lever(self) -> bool:
-        return self.arm == "lever"
 
 
 @dataclass
@@ -59,7 +29,7 @@ class LaunchSpec:
 
     Upstreams that are not Python (C++ command-line trainers) set ``commands`` instead of ``script``:
     argv lists run one after the other in ``cwd`` with ``env`` added (no patches, nothing to import);
-    the adapter places ``ctx.upstream_args`` in them itself. ``info`` is merged into the arm's stats.
+    the adapter places ``arm.upstream_args`` in them itself. ``info`` is merged into the arm's stats.
     """
 
     script: str = ""
@@ -104,17 +74,23 @@ class DoctorReport:
 
 
 class WrapAdapter:
-    """Subclass per upstream: declare ``name``, ``upstream`` (its URL), ``tested`` (commit →
-    {file: sha256}) and implement :meth:`contract`, :meth:`prepare`, :meth:`patches`, :meth:`collect`.
+    """An :class:`lever_plugins.adapter.Adapter` for an upstream trainer. Subclass per upstream: declare
+    ``name``, ``upstream`` (its URL), ``tested`` (commit → {file: sha256}) and implement :meth:`contract`,
+    :meth:`prepare`, :meth:`patches`, :meth:`collect`; override :meth:`preflight` (calling ``super()``) for
+    runtime checks of your own.
 
     :meth:`train_predict` does the rest: contract check, files, launch with the patches active in
-    every upstream process, scores back as CSR for ``evaluate``.
+    every upstream process, scores back as CSR for ``evaluate``. ``prepare`` and ``collect`` get the
+    :class:`~lever_plugins.adapter.Arm` with ``workdir`` set to ``OUT/<arm>/upstream``.
     """
 
     name = "wrap"
     upstream = ""
     tested: dict[str, dict[str, str]] = {}
     needs_features = False  # upstream trainers encode text themselves
+    takes_sparse = False
+    supports_finetune = False
+    takes_loss_hook = False  # True where the adapter's patches call the lever_loss hook in the upstream's loss
 
     def __init__(self, **options: Any):
         self.options = options  # ``[trainer] options``; re-created from these in launched processes
@@ -125,7 +101,7 @@ class WrapAdapter:
         option flags and names in non-Python sources)."""
         return []
 
-    def prepare(self, ctx: WrapContext) -> LaunchSpec:
+    def prepare(self, ctx: Arm) -> LaunchSpec:
         """Write the arm's data in the upstream's formats under ``ctx.workdir``; say how to launch."""
         raise NotImplementedError
 
@@ -133,7 +109,7 @@ class WrapAdapter:
         """The patches to apply in each launched process (called there, with the LaunchSpec's payload)."""
         return []
 
-    def collect(self, ctx: WrapContext, spec: LaunchSpec) -> sp.csr_matrix:
+    def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
         """Read the upstream's test scores back: CSR, test documents × L."""
         raise NotImplementedError
 
@@ -156,11 +132,8 @@ class WrapAdapter:
         """Check the ``-- upstream args`` of ``lever wrap`` before any stage runs; raise ConfigError on a
         bad one (an adapter that sets some upstream flags itself refuses them here). Default: any."""
 
-    def check(self, upstream_dir: str | Path | None) -> list[str]:
-        """Contract problems as ``file: symbol: what`` lines (empty when the checkout fits)."""
-        return [p.line() for p in self.preflight(upstream_dir, raise_on_problem=False).problems]
-
-    def preflight(self, upstream_dir: str | Path | None, raise_on_problem: bool = True) -> DoctorReport:
+    def check_upstream(self, upstream_dir: str | Path | None) -> DoctorReport:
+        """The checkout's contract (:meth:`doctor`); raises an UpstreamError on the first problem."""
         if not upstream_dir:
             raise UpstreamError(
                 f"adapter {self.name!r} needs the upstream checkout",
@@ -168,7 +141,7 @@ class WrapAdapter:
                 fix=f"clone {self.upstream or 'the upstream repository'} and pass its folder",
             )
         report = self.doctor(upstream_dir)
-        if raise_on_problem and report.problems:
+        if report.problems:
             first = report.problems[0]
             tested = ", ".join(c[:12] for c in self.tested) or "none"
             n = len(report.problems)
@@ -180,40 +153,27 @@ class WrapAdapter:
             )
         return report
 
-    def train_predict(
-        self,
-        x_train: Any,
-        targets: sp.spmatrix,
-        x_test: Any,
-        config: Any,
-        seed: int,
-        context: Any = None,
-        progress: bool = True,
-        **_: Any,
-    ) -> tuple[sp.csr_matrix, dict[str, Any]]:
+    def preflight(self, config: Any) -> None:
+        """Before any stage: the ``[trainer] upstream`` checkout fits the contract and the ``-- upstream
+        args`` pass :meth:`check_upstream_args`."""
+        self.check_upstream(config.upstream)
+        if config.upstream_args:
+            self.check_upstream_args(list(config.upstream_args))
+
+    def train_predict(self, arm: Arm, config: Any, loss: LossFn) -> tuple[sp.csr_matrix, dict[str, Any]]:
+        """Prepare the upstream's files under ``OUT/<arm>/upstream``, launch it with the patches active
+        and read its scores back. ``loss`` runs in this process only: adapters with ``takes_loss_hook``
+        call the ``lever_loss`` hook from their patches inside the launched processes."""
         from lever_plugins.wrap.launch import launch, run_commands
 
-        if context is None:
-            raise UpstreamError(f"adapter {self.name!r} runs inside `lever wrap` / `lever ab` only")
-        report = self.preflight(config.upstream)
-        ctx = WrapContext(
-            workdir=Path(context.run_root) / context.arm / "upstream",
-            arm=context.arm,
+        self.preflight(config)
+        report = self.check_upstream(config.upstream)
+        ctx = dataclasses.replace(
+            arm,
+            workdir=Path(arm.workdir) / "upstream",
+            targets=sp.csr_matrix(arm.targets, dtype=np.float32),
             upstream=Path(config.upstream).resolve(),
             upstream_args=list(config.upstream_args),
-            targets=sp.csr_matrix(targets, dtype=np.float32),
-            support=context.support,
-            y_train=context.dataset.binary_train(),
-            y_test=context.dataset.y_tst,
-            trn_texts=context.trn_texts,
-            tst_texts=context.dataset.tst_texts,
-            lbl_texts=context.dataset.lbl_texts,
-            tst_filter=context.dataset.tst_filter,
-            seed=seed,
-            trainer=config,
-            top_k=config.top_k,
-            x_train=x_train,
-            x_test=x_test,
         )
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -221,14 +181,14 @@ class WrapAdapter:
         t1 = time.perf_counter()
         if spec.commands:
             run_commands(
-                self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print if progress else None
+                self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print
             )
         else:
             for i, step in enumerate([spec, *spec.then]):
                 launch(
                     {
                         "adapter": self.name,
-                        "options": getattr(self, "options", {}),
+                        "options": self.options,
                         "upstream": str(ctx.upstream),
                         "script": step.script,
                         "argv": [*step.argv, *(ctx.upstream_args if i == 0 else [])],
@@ -238,7 +198,7 @@ class WrapAdapter:
                     ctx.workdir,
                     cwd=step.cwd,
                     env=step.env,
-                    log=print if progress else None,
+                    log=print,
                     name=step.name,
                 )
         t2 = time.perf_counter()
@@ -254,6 +214,6 @@ class WrapAdapter:
             "upstream_differs": report.differs,
             "prepare_seconds": t1 - t0,
             "upstream_seconds": t2 - t1,
-            "rows": targets.shape[0],
+            "rows": arm.targets.shape[0],
             **spec.info,
         }

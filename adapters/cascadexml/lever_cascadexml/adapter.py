@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from lever_plugins.errors import ConfigError, UpstreamError
 from lever_plugins.runs import atomic_write
-from lever_plugins.wrap import LaunchSpec, Patch, Symbol, WrapAdapter, WrapContext
+from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
 
 DATASET = "lever"
 BERT = "bert-base"  # --bert: the folder name the upstream reads; the weights come from `encoder`
@@ -160,7 +160,7 @@ class CascadeXMLAdapter(WrapAdapter):
             )
         return tok
 
-    def prepare(self, ctx: WrapContext) -> LaunchSpec:
+    def prepare(self, ctx: Arm) -> LaunchSpec:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.preprocessing import normalize
 
@@ -256,7 +256,7 @@ class CascadeXMLAdapter(WrapAdapter):
         return out
 
     # -- collect ----------------------------------------------------------------------------------
-    def collect(self, ctx: WrapContext, spec: LaunchSpec) -> sp.csr_matrix:
+    def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
         path = (spec.cwd or ctx.workdir) / f"{DATASET}_{BERT}_{ctx.seed}_preds.npz"
         if not path.is_file():
             raise UpstreamError(

@@ -34,7 +34,7 @@ from lever_elias import data as D
 from lever_elias.patches import DATA_MANAGER, LOSS, make_patches
 from lever_plugins.errors import ConfigError, UpstreamError
 from lever_plugins.runs import check_inside
-from lever_plugins.wrap import LaunchSpec, Patch, Symbol, WrapAdapter, WrapContext
+from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
 
 PROJECT = "LEVER"
 
@@ -188,7 +188,7 @@ class EliasAdapter(WrapAdapter):
         ]  # fmt: skip
 
     # -- files ----------------------------------------------------------------------------------
-    def settings(self, ctx: WrapContext) -> dict[str, Any]:
+    def settings(self, ctx: Arm) -> dict[str, Any]:
         """The ELIAS keys of this arm: checkout config chain < adapter keys < options.elias < ``--key`` args."""
         base = ctx.upstream / self.config
         if not base.is_file():
@@ -201,7 +201,7 @@ class EliasAdapter(WrapAdapter):
         n_val = self.num_val_points if self.num_val_points is not None else min(4000, max(1, n_docs // 10))
         ours = {
             "project": PROJECT,
-            "expname": ctx.arm,
+            "expname": ctx.name,
             "dataset": self.dataset,
             "net": "elias-1",
             "loss": LOSS if ctx.lever else "elias-loss",
@@ -252,14 +252,14 @@ class EliasAdapter(WrapAdapter):
             )
         return merged
 
-    def prepare(self, ctx: WrapContext) -> LaunchSpec:
+    def prepare(self, ctx: Arm) -> LaunchSpec:
         import yaml
         from transformers import AutoTokenizer
 
         cfg = self.settings(ctx)
         w = ctx.workdir.resolve()
         ddir = w / "Datasets" / self.dataset
-        for stale in (ddir, w / "Results" / PROJECT / self.dataset / ctx.arm):
+        for stale in (ddir, w / "Results" / PROJECT / self.dataset / ctx.name):
             shutil.rmtree(stale, ignore_errors=True)
 
         n_docs = ctx.n_docs
@@ -330,7 +330,7 @@ class EliasAdapter(WrapAdapter):
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONPYCACHEPREFIX": str(w / "pycache"),  # bytecode of ELIAS's modules, not in the checkout
         }
-        out_dir = f"Results/{PROJECT}/{self.dataset}/{ctx.arm}"
+        out_dir = f"Results/{PROJECT}/{self.dataset}/{ctx.name}"
         return LaunchSpec(
             script="train.py",
             argv=["configs/lever-elias.yaml"],
@@ -355,8 +355,8 @@ class EliasAdapter(WrapAdapter):
         return make_patches(payload)
 
     # -- scores back ---------------------------------------------------------------------------
-    def collect(self, ctx: WrapContext, spec: LaunchSpec) -> sp.csr_matrix:
-        path = ctx.workdir / "Results" / PROJECT / self.dataset / ctx.arm / "tst_score_mat.npz"
+    def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
+        path = ctx.workdir / "Results" / PROJECT / self.dataset / ctx.name / "tst_score_mat.npz"
         if not path.is_file():
             raise UpstreamError(
                 "ELIAS wrote no test score matrix",

@@ -18,7 +18,6 @@ as a negative, and the base arm (N binary rows) should see exactly the rows it a
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata as md
 import re
 import time
@@ -27,7 +26,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lever_plugins.errors import LeverError
+from lever_plugins.adapter import Arm, LossFn
+from lever_plugins.errors import ConfigError, LeverError
 
 DIST = "napkinxc"
 MIN_VERSION = (0, 6)
@@ -110,10 +110,16 @@ def train_predict_texts(
 
 
 class NapkinxcAdapter:
-    """napkinXC's PLT (from PyPI) as a LEVER trainer. Nothing to patch: LEVER reaches it through
-    its training data (binarised N + L rows), so ``patch`` is a no-op and ``launch`` refuses."""
+    """napkinXC's PLT (from PyPI) as a LEVER trainer (a :class:`lever_plugins.adapter.Adapter`). Nothing
+    to patch: LEVER reaches it through its training data (binarised N + L rows). napkinXC has no loss to
+    replace, so ``takes_loss_hook`` is False."""
 
     name = "napkinxc"
+    upstream = "napkinxc (PyPI)"
+    needs_features = False  # TF-IDF of the arm's texts, built here
+    takes_sparse = False
+    supports_finetune = False
+    takes_loss_hook = False
 
     def __init__(
         self,
@@ -128,12 +134,8 @@ class NapkinxcAdapter:
         self.min_df = min_df
         self.plt_params = plt_params
 
-    @property
-    def upstream(self) -> dict[str, Any]:
-        return {"repository": "napkinxc (PyPI)", "version": installed_version()}
-
-    def check(self, upstream_dir: Any = None) -> list[str]:
-        """Problems that stop training: napkinxc missing, too old, or its extension not importable."""
+    def problems(self) -> list[str]:
+        """What stops training: napkinxc missing, too old, or its extension not importable."""
         v = installed_version()
         want = ".".join(map(str, MIN_VERSION))
         if v is None:
@@ -147,42 +149,25 @@ class NapkinxcAdapter:
             problems.append(f"napkinxc {v} does not import: {exc}")
         return problems
 
-    def patch(self, run: Any) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext()
-
-    def launch(self, run: Any, argv: list[str]) -> None:
-        raise LeverError(
-            "the napkinxc adapter has no upstream entry point to launch",
-            where="trainer.adapter = napkinxc",
-            fix="it runs in-process: use `lever train` or `lever ab`",
-        )
-
-    def train_predict(
-        self,
-        x_train: Any,
-        targets: sp.spmatrix,
-        x_test: Any,
-        config: Any,
-        seed: int,
-        texts: tuple[list[str], list[str]] | None = None,
-        positive_threshold: float | None = None,
-        **kw: Any,
-    ) -> tuple[sp.csr_matrix, dict[str, Any]]:
-        """PLT on TF-IDF of ``texts`` = (training-row texts, test texts); ``x_train``/``x_test`` (the
-        encoder features) are not used. Returns top-``config.top_k`` scores (CSR n_test × L) and stats."""
-        if texts is None:
-            raise LeverError(
-                "the napkinxc adapter needs the texts of the training and test rows (it builds TF-IDF features)",
-                where="trainer.adapter = napkinxc",
-                fix="run it through `lever ab` / `lever train`, or pass texts=(train_texts, test_texts)",
+    def preflight(self, config: Any) -> None:
+        if config.upstream_args:
+            raise ConfigError(
+                f"adapter {self.name!r} takes no upstream arguments {list(config.upstream_args)}",
+                where="[trainer] upstream_args",
+                fix="drop them",
             )
-        problems = self.check()
+        problems = self.problems()
         if problems:
             raise LeverError(problems[0], where="trainer.adapter = napkinxc", fix="see `lever plugins`")
-        trn_texts, tst_texts = texts
+
+    def train_predict(self, arm: Arm, config: Any, loss: LossFn) -> tuple[sp.csr_matrix, dict[str, Any]]:
+        """PLT on TF-IDF of the arm's texts (``arm.x_train``/``arm.x_test`` are not used). Returns top-
+        ``config.top_k`` scores (CSR n_test × L) and stats."""
+        problems = self.problems()
+        if problems:
+            raise LeverError(problems[0], where="trainer.adapter = napkinxc", fix="see `lever plugins`")
         return train_predict_texts(
-            list(trn_texts), targets, list(tst_texts),
-            top_k=int(getattr(config, "top_k", 100)), seed=int(seed),
-            positive_threshold=self.positive_threshold if positive_threshold is None else positive_threshold,
-            threads=self.threads, min_df=self.min_df, **self.plt_params,
+            list(arm.trn_texts), arm.targets, list(arm.tst_texts), top_k=int(config.top_k), seed=int(arm.seed),
+            positive_threshold=self.positive_threshold, threads=self.threads, min_df=self.min_df,
+            **self.plt_params,
         )  # fmt: skip

@@ -23,8 +23,7 @@ import scipy.sparse as sp
 
 from lever_plugins.errors import ConfigError, UpstreamError
 from lever_plugins.runs import check_inside
-from lever_plugins.wrap import LaunchSpec, Patch, Symbol, WrapAdapter, WrapContext
-from lever_plugins.wrap.adapter import DoctorReport
+from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
 from lever_renee import files
 
 TESTED = {
@@ -102,12 +101,10 @@ class ReneeAdapter(WrapAdapter):
         ]
 
     # -- prepare ------------------------------------------------------------------------------------
-    def preflight(self, upstream_dir: str | Path | None, raise_on_problem: bool = True) -> DoctorReport:
+    def preflight(self, config: Any) -> None:
         """The contract, then what Renée needs to start at all (before any LEVER stage runs)."""
-        report = super().preflight(upstream_dir, raise_on_problem)
-        if raise_on_problem:
-            self.check_runtime()
-        return report
+        super().preflight(config)
+        self.check_runtime()
 
     def check_runtime(self) -> None:
         """pyxclib, and unless ``require_cuda = false`` a CUDA GPU and apex: one clear error if missing."""
@@ -163,7 +160,7 @@ class ReneeAdapter(WrapAdapter):
                               where="upstream arguments --tf",
                               fix="give the encoder as an HF name or a path without '..' components")  # fmt: skip
 
-    def prepare(self, ctx: WrapContext) -> LaunchSpec:
+    def prepare(self, ctx: Arm) -> LaunchSpec:
         args = list(ctx.upstream_args)
         self.check_upstream_args(args)
         self.check_runtime()
@@ -236,7 +233,7 @@ class ReneeAdapter(WrapAdapter):
 
         return all_patches(payload)
 
-    def collect(self, ctx: WrapContext, spec: LaunchSpec) -> sp.csr_matrix:
+    def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
         return files.read_scores(
             Path(spec.payload["score_path"]),
             len(ctx.tst_texts),

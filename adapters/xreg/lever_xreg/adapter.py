@@ -31,8 +31,7 @@ import scipy.sparse as sp
 
 from lever_plugins.data import write_sparse
 from lever_plugins.errors import ConfigError, UpstreamError
-from lever_plugins.wrap import LaunchSpec, SourceText, WrapAdapter, WrapContext
-from lever_plugins.wrap.adapter import DoctorReport
+from lever_plugins.wrap import Arm, LaunchSpec, SourceText, WrapAdapter
 from lever_xreg import files
 
 PINNED = "d2f49f6e7c1c526f589b161ab2b6762918dbbced"
@@ -212,16 +211,15 @@ class XregAdapter(WrapAdapter):
             return d
         return build_cached(upstream, BUILD_PARTS, "Source", BINARIES, build_cache(), what="XReg", log=log)
 
-    def preflight(self, upstream_dir: str | Path | None, raise_on_problem: bool = True) -> DoctorReport:
+    def preflight(self, config: Any) -> None:
         """The contract, then (before any stage runs) whether the binaries exist or can be built."""
         from lever_plugins.wrap.native import build_key, check_toolchain
 
-        report = super().preflight(upstream_dir, raise_on_problem)
-        if raise_on_problem and not self.bin_dir:
-            built = build_cache() / build_key(Path(upstream_dir), BUILD_PARTS)[:24] / "Source"
+        super().preflight(config)
+        if not self.bin_dir:
+            built = build_cache() / build_key(Path(config.upstream), BUILD_PARTS)[:24] / "Source"
             if not all(os.access(built / b, os.X_OK) for b in BINARIES):
                 check_toolchain("XReg")
-        return report
 
     # -- files and commands ---------------------------------------------------------------------
     def train_options(self, n_labels: int) -> list[str]:
@@ -239,7 +237,7 @@ class XregAdapter(WrapAdapter):
     def check_upstream_args(self, args: list[str]) -> None:
         check_pairs(args, "arguments after --")
 
-    def prepare(self, ctx: WrapContext) -> LaunchSpec:
+    def prepare(self, ctx: Arm) -> LaunchSpec:
         check_pairs(ctx.upstream_args, "arguments after --")
         targets = files.soft_targets(ctx.targets)
         n_rows, n_labels = targets.shape
@@ -285,7 +283,7 @@ class XregAdapter(WrapAdapter):
             },
         )
 
-    def collect(self, ctx: WrapContext, spec: LaunchSpec) -> sp.csr_matrix:
+    def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
         p = spec.payload
         return files.read_scores(Path(p["scores"]), p["n_test"], p["n_labels"], ctx.top_k)
 
