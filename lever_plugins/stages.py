@@ -160,6 +160,7 @@ def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
     t0 = time.perf_counter()
     yield info
     info["seconds"] = time.perf_counter() - t0
+    getattr(run, "timings", []).append(info)
     emit(run, "stage_end", **info)
     if log:
         log(f"[{name}] {info['seconds']:.1f}s" + (" (cached)" if info.get("cached") else ""))

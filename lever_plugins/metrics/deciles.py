@@ -83,11 +83,12 @@ def decile_contributions(scores: sp.spmatrix, truth: sp.spmatrix, train_truth: s
     }
 
 
-def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Grouped bars (one group per bin, one bar per run) of each bin's contribution to P@k, as PNG.
+def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: str = "",
+                 formats: tuple[str, ...] = ("png",)) -> Path:
+    """Grouped bars (one group per bin, one bar per run) of each bin's contribution to P@k.
 
     ``results``: run name -> ``decile_contributions`` output; all must share bins, mode and k.
-    Written atomically; returns ``path``.
+    Written atomically as ``path`` with each suffix of ``formats`` (png, pdf, svg); returns ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -117,6 +118,7 @@ def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: st
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    for fmt in formats:
+        with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
     return path
