@@ -118,7 +118,12 @@ def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: st
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    for fmt in formats:
-        with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=120)
+    import matplotlib
+
+    # SVG and PDF keep their text as text (editable, searchable in a paper's figure), no creation date
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "lever"}):
+        for fmt in formats:
+            with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+                meta = {"Date": None} if fmt == "svg" else {"CreationDate": None} if fmt == "pdf" else None
+                fig.savefig(tmp, format=fmt, dpi=120, metadata=meta)
     return path
