@@ -160,7 +160,10 @@ data_grp.add_command(build_grp)
 @click.option("-A", "A", type=float, help="Propensity A (overrides --name).")
 @click.option("-B", "B", type=float, help="Propensity B (overrides --name).")
 @click.option("--out", "out_path", type=click.Path(), help="Write metrics JSON here.")
-def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path) -> None:
+@click.option("--rows", "rows_path", type=click.Path(),
+              help="rows.json of a sliced run (max_train, max_test, hold-out): evaluate those rows of --truth "
+                   "(and take the run's train rows of --train).")
+def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path, rows_path) -> None:
     """Evaluate a score matrix: P, nDCG, PSP, PSnDCG, R, coverage, macro P/R/F1 at k."""
     from lever_plugins import api
     from lever_plugins.errors import ConfigError
@@ -173,7 +176,7 @@ def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, o
                               fix="pass --train TRAIN_LABELS, or drop it")  # fmt: skip
 
     m = api.evaluate(scores_path, truth_path, train=train_path, filter=filter_path, k=ks, name=name, A=A, B=B,
-                     out=out_path).metrics  # fmt: skip
+                     out=out_path, rows=rows_path).metrics  # fmt: skip
     if not train_path:
         click.echo("note: no --train: PSP and PSnDCG need the train labels' propensities, left out", err=True)
     width = max(len(k) for k in m)

@@ -368,6 +368,35 @@ def to_toml(values: dict[str, Any], prefix: str = "") -> str:
 # ---------------------------------------------------------------- evaluate
 
 
+def _rows(rows: Any, n_truth: int) -> tuple[Any, Any]:
+    """(test rows, train rows or None) from a rows.json path, a dict as rows.json holds, or an index list."""
+    import numpy as np
+
+    from lever_plugins.errors import DataError
+
+    if rows is None:
+        return None, None
+    where = str(rows) if isinstance(rows, str | Path) else "rows"
+    trn = None
+    try:
+        if isinstance(rows, str | Path):
+            rows = json.loads(Path(rows).read_text(encoding="utf-8"))
+        if isinstance(rows, dict):
+            trn = np.asarray(rows["train"]["rows"], dtype=np.int64) if "train" in rows else None
+            rows = rows["test"]["rows"]
+        tst = np.asarray(rows, dtype=np.int64).reshape(-1)
+    except FileNotFoundError:
+        raise DataError("rows file not found", where=where, fix="pass the rows.json of a sliced run") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"not a rows.json of a run or a list of row indices ({type(exc).__name__})", where=where,
+                        fix="pass OUT/rows.json, which lever writes for runs with max_train, max_test or a hold-out",
+                        ) from None  # fmt: skip
+    if len(tst) == 0 or tst.min() < 0 or tst.max() >= n_truth:
+        raise DataError(f"row indices must be in [0, {n_truth}) (the truth's rows)", where=where,
+                        fix="pass the label file of the split the run's test rows came from (rows.json: test.split)")
+    return tst, trn
+
+
 @dataclass
 class EvalResult:
     """What :func:`evaluate` returns: metric -> fraction, and a Markdown table of them in %."""
@@ -378,11 +407,14 @@ class EvalResult:
 
 def evaluate(scores: Any, truth: Any, train: Any = None, filter: Any = None, k: Iterable[int] = (1, 3, 5),
              name: str = "", A: float | None = None, B: float | None = None,
-             out: str | Path | None = None) -> EvalResult:
+             out: str | Path | None = None, rows: Any = None) -> EvalResult:
     """``lever eval``: P, nDCG, PSP, PSnDCG, R, C, macro P/R/F1 at each k of a score matrix.
 
     ``scores``, ``truth``, ``train``: sparse matrices or paths (.npz or XC text); ``filter``: an (n, 2)
-    array of (row, label) pairs or a filter file. PSP and PSnDCG need ``train``. ``out``: metrics JSON."""
+    array of (row, label) pairs or a filter file (of ``truth``'s rows). PSP and PSnDCG need ``train``.
+    ``rows``: the ``rows.json`` of a sliced run (``max_train``, ``max_test``, hold-out), or a sequence of
+    row indices: the scores are of those rows of ``truth`` (and of the run's train rows of ``train``).
+    ``out``: metrics JSON."""
     import numpy as np
 
     from lever_plugins.data import read_filter, read_matrix
@@ -398,6 +430,10 @@ def evaluate(scores: Any, truth: Any, train: Any = None, filter: Any = None, k: 
 
     s = mat(scores, nonneg=False)  # logits and cosines may be negative
     t = mat(truth)
+    tst_rows, trn_rows = _rows(rows, t.shape[0])
+    all_t = t.shape[0]
+    if tst_rows is not None:
+        t = t[tst_rows].tocsr()
     where = str(scores) if isinstance(scores, str | Path) else "scores"
     if s.shape != t.shape:
         raise DataError(f"scores shape {s.shape} != truth shape {t.shape}", where=where,
@@ -405,15 +441,24 @@ def evaluate(scores: Any, truth: Any, train: Any = None, filter: Any = None, k: 
     tr = mat(train) if train is not None else None
     if tr is not None and tr.shape[1] != t.shape[1]:
         raise DataError(f"train has {tr.shape[1]} labels, truth {t.shape[1]}", where=str(train))
+    if tr is not None and trn_rows is not None:
+        if len(trn_rows) and trn_rows.max() >= tr.shape[0]:
+            raise DataError(f"the run's train rows go up to {trn_rows.max()}, the train labels have {tr.shape[0]}",
+                            where=str(rows), fix="pass the train labels of the run's data set")  # fmt: skip
+        tr = tr[trn_rows].tocsr()
     if tr is None and (A is not None or B is not None):
         raise ConfigError("A/B set a propensity, which needs the train labels", where="evaluate(A=, B=)",
                           fix="pass train=")  # fmt: skip
     if filter is None:
         pairs = None
     elif isinstance(filter, str | Path):
-        pairs = read_filter(filter, t.shape[0], t.shape[1])
+        pairs = read_filter(filter, all_t, t.shape[1])
     else:
         pairs = np.asarray(filter, dtype=np.int64).reshape(-1, 2)
+    if pairs is not None and tst_rows is not None:
+        from lever_plugins.stages import _filter_rows
+
+        pairs = _filter_rows(pairs, tst_rows)
     a, b = propensity_ab(name) if tr is not None else (None, None)
     m = _evaluate(s, t, train_truth=tr, k=tuple(k), A=a if A is None else A, B=b if B is None else B,
                   filter_pairs=pairs, name=name)  # fmt: skip

@@ -29,6 +29,7 @@ from lever_plugins.stages import (
     load_data,
     make_baseline,
     preflight,
+    save_rows,
     stage,
     train_stage,
 )
@@ -43,6 +44,7 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
     adapter = preflight(cfg)
     sig = data_signature(ds)
     with Run(out) as run:
+        save_rows(run, ds)
         with stage(run, "features", log):
             feats = features(ds, cfg, needed=adapter.needs_features)
         x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
@@ -84,6 +86,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             )
     walls["data"] = time.perf_counter() - t0
     with Run(out) as run:
+        save_rows(run, ds)
         log(
             f"data {ds.name}: {len(ds.trn_texts)} train, {len(ds.tst_texts)} test, {ds.num_labels} labels"
             + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")

@@ -157,3 +157,31 @@ def test_latex_escapes_names_and_extra_columns():
     assert r"50\% of \#1 \{x\} \textasciitilde{}y\textasciicircum{} \textbackslash{}z" in tex
     assert r"$\Delta$ [90\% CI]" in tex and "& 25.00 \\\\" in tex
     assert list(csv.reader(t.csv().splitlines()))[0][-1] == "label_rows (N+L) & 100%"
+
+
+@pytest.mark.parametrize("slice_", [{"data.max_train": 40, "data.max_test": 12}, {"data.holdout": 0.25}])
+def test_sliced_run_saves_rows_and_lever_eval_reproduces_metrics(tmp_path: Path, tiny_lf: Path, env, slice_,
+                                                                 one_torch_thread):
+    import scipy.sparse as sp
+
+    from lever_plugins.data import load_dataset
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY)
+    out = tmp_path / "run"
+    lever_api.ab(data=tiny_lf, out=out, config=cfg, overrides={**slice_, "eval.bootstrap": 5}, log=None)
+    rows = json.loads((out / "rows.json").read_text())
+    ds = load_dataset(tiny_lf)  # the whole split files
+    sp.save_npz(tmp_path / "trn.npz", ds.y_trn)
+    sp.save_npz(tmp_path / "tst.npz", ds.y_tst)
+    truth = tmp_path / ("trn.npz" if "data.holdout" in slice_ else "tst.npz")
+    assert rows["test"]["split"] == ("train" if "data.holdout" in slice_ else "test")
+    assert len(rows["test"]["rows"]) == sp.load_npz(out / "lever" / "scores.npz").shape[0]
+    r = lever("eval", "--scores", str(out / "lever" / "scores.npz"), "--truth", str(truth), "--train",
+              str(tmp_path / "trn.npz"), "--rows", str(out / "rows.json"), "-k", "1", "-k", "10",
+              "--out", str(tmp_path / "m.json"), env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(_metrics(out, "lever"), abs=1e-12)
+    # without --rows the shapes disagree: one line, exit 2
+    r = lever("eval", "--scores", str(out / "lever" / "scores.npz"), "--truth", str(truth), env=env)
+    assert r.returncode == 2 and "shape" in r.stderr and len(r.stderr.strip().splitlines()) == 1
