@@ -125,8 +125,7 @@ def _ab_seeds(cfg: RunConfig, out: Path, seeds: list[int], log: Log) -> ABResult
     from lever_plugins.runs import Run, atomic_write, stage_store, write_json
     from lever_plugins.stages import load_data, preflight
 
-    for s in seeds:  # every seed's split is checked before anything runs (hold-out, slices)
-        load_data(dataclasses.replace(cfg, seed=s))
+    load_data(dataclasses.replace(cfg, seed=seeds[0]))  # data, plugins and models: before any folder exists
     preflight(cfg)
     results: dict[int, dict[str, Any]] = {}
     t0 = time.perf_counter()

@@ -369,8 +369,12 @@ class Run:
 
     def _to_store(self, stage: str, key: str, artifacts: list[str], rec: dict[str, Any]) -> None:
         folder = self._stored(stage, key)
-        if folder is None or (folder / "record.json").is_file():
+        if folder is None:
             return
+        with contextlib.suppress(OSError, ValueError):
+            if self._intact(folder / "files", json.loads((folder / "record.json").read_text(encoding="utf-8")),
+                            key, artifacts):
+                return  # already stored (a damaged entry is replaced)
         with atomic_dir(folder, replace=True) as tmp:
             for name in artifacts:
                 (tmp / "files" / name).parent.mkdir(parents=True, exist_ok=True)

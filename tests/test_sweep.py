@@ -132,3 +132,28 @@ def test_bad_grid_is_one_line_exit_2_nothing_written(tmp_path: Path, tiny_lf: Pa
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_stage_store_shares_intact_stages_only(tmp_path: Path):
+    from lever_plugins.runs import Run, stage_store
+
+    store = tmp_path / "sweep" / ".lever" / "stages"
+    with Run(tmp_path / "sweep"), stage_store(store):
+        with Run(tmp_path / "a") as a:
+            (a.root / "soft").mkdir()
+            (a.root / "soft" / "t.npz").write_bytes(b"payload")
+            a.record_stage("soft_labels", "k1", ["soft/t.npz"], 1.0, stats={"n": 3})
+        with Run(tmp_path / "b") as b:
+            assert not b.stage_done("soft_labels", "k2", ["soft/t.npz"])  # another key: not shared
+            assert b.stage_done("soft_labels", "k1", ["soft/t.npz"])
+            assert (b.root / "soft" / "t.npz").read_bytes() == b"payload"
+            rec = b.manifest()["stages"]["soft_labels"]
+            assert rec["stats"] == {"n": 3} and "from_store" in rec
+        stored = store / "soft_labels" / "k1" / "files" / "soft" / "t.npz"
+        stored.unlink()
+        stored.write_bytes(b"damaged")  # a damaged entry is never used
+        with Run(tmp_path / "c") as c:
+            assert not c.stage_done("soft_labels", "k1", ["soft/t.npz"])
+            assert not (c.root / "soft" / "t.npz").exists()
+    with Run(tmp_path / "d") as d:  # outside the block: no store
+        assert d.store is None and not d.stage_done("soft_labels", "k1", ["soft/t.npz"])
