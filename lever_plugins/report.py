@@ -129,7 +129,7 @@ class Table:
         n = next(iter(self.seeds["lever"].values()))["n"]
         lines = [f"| metric | base | +LEVER | Δ | Δ [{conf} CI], one seed |", "|---|---:|---:|---:|---|"]
         for m, r in self.boot.items():
-            cells = [m, *(_pm(self.seeds[a][m]) for a in ("base", "lever", "delta")), _ci(r)]
+            cells = [m, *(_pm(self.seeds[a][m], a == "delta") for a in ("base", "lever", "delta")), _ci(r)]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + f"\n\nbase, +LEVER and Δ: mean ± sd (n - 1) over {n} seeds, in %.\n"
 
@@ -180,7 +180,7 @@ class Table:
             if self.seeds is None:
                 cells += [f"{100 * r['a']:.2f}", f"{100 * r['b']:.2f}"]
             else:
-                cells += [_tex_pm(self.seeds[a][m]) for a in ("base", "lever", "delta")]
+                cells += [_tex_pm(self.seeds[a][m], a == "delta") for a in ("base", "lever", "delta")]
             cells.append(f"${100 * r['delta']:+.2f}$ [${100 * r['lo']:+.2f}$, ${100 * r['hi']:+.2f}$]")
             cells += [f"{100 * e[m]:.2f}" for e in self.extra.values()]
             rows.append(" & ".join(cells) + r" \\")
@@ -206,12 +206,12 @@ def _ci(r: dict[str, Any]) -> str:
     return f"{100 * r['delta']:+.2f} [{100 * r['lo']:+.2f}, {100 * r['hi']:+.2f}]"
 
 
-def _pm(s: dict[str, float]) -> str:
-    return f"{100 * s['mean']:.2f} ± {100 * s['sd']:.2f}"
+def _pm(s: dict[str, float], signed: bool = False) -> str:
+    return f"{100 * s['mean']:{'+' if signed else ''}.2f} ± {100 * s['sd']:.2f}"
 
 
-def _tex_pm(s: dict[str, float]) -> str:
-    return rf"${100 * s['mean']:.2f} \pm {100 * s['sd']:.2f}$"
+def _tex_pm(s: dict[str, float], signed: bool = False) -> str:
+    return rf"${100 * s['mean']:{'+' if signed else ''}.2f} \pm {100 * s['sd']:.2f}$"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
