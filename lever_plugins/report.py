@@ -84,7 +84,8 @@ def header_lines(cfg: Any, name: str, n_train: int, n_test: int, n_labels: int, 
                                                     else "pre-trained, not trained)")
     soft = (f"soft labels {s.provider}: tau_l = {s.tau_l}, tau_d = {s.tau_d}, threshold = {_num(s.threshold)}, "
             f"{s.calibration} calibration, blend_lambda = {_num(s.blend_lambda)} ({s.blend_mode})"
-            + (", label rows" if s.label_rows else ", no label rows"))
+            + (", label rows" if s.label_rows else ", no label rows")
+            + (f", dense targets (ground truth: {s.dense_truth})" if getattr(s, "mode", "sparse") == "dense" else ""))
     lines = [
         f"Data: {name}; {train}; {test}; {n_labels} labels.",
         f"{seed}. Trainer: {cfg.trainer.adapter} (same settings in both arms).",
