@@ -296,7 +296,9 @@ def _sweep_table(ranked: list[dict[str, Any]], keys: list[str], names: list[str]
     lines = [
         f"# lever sweep on {cfg.data.name or Path(cfg.data.path).name}",
         "",
-        f"Hold-out: {holdout:g} of train as test (seed {cfg.seed}; the test split unused). +LEVER arm in %, "
+        f"Hold-out: {holdout:g} of train as test (seed {cfg.seed}; the test split unused)"
+        + (f", training on a slice of {cfg.data.max_train} of the rest (data.max_train)" if cfg.data.max_train else "")
+        + f". +LEVER arm in %, "
         f"sorted by {sort_by}; Δ: +LEVER - base." + (f" Winner: point {best['point']} (best.toml)." if best else ""),
         "",
         "| point | " + " | ".join(head) + " |",
