@@ -92,8 +92,8 @@ def test_pairwise_logistic_is_eq9():
 
     pos = torch.tensor([0.5, -0.2])
     neg = torch.tensor([[0.1, 0.7], [0.0, -0.5]])
-    want = np.mean([np.log1p(np.exp(3.0 * (n - p))) for p, row in zip([0.5, -0.2], [[0.1, 0.7], [0.0, -0.5]])
-                    for n in row])  # fmt: skip
+    pairs = [(0.5, 0.1), (0.5, 0.7), (-0.2, 0.0), (-0.2, -0.5)]
+    want = np.mean([np.log1p(np.exp(3.0 * (n - p))) for p, n in pairs])
     assert float(pairwise_logistic(pos, neg, 3.0)) == pytest.approx(want, rel=1e-6)
 
 
@@ -169,10 +169,29 @@ def test_ab_dense_mode_end_to_end(tmp_path: Path, tiny_lf: Path, monkeypatch):
         "encoder": {"max_len": 16, "batch_size": 64}, "teacher": {"name": "head", "train": False, "max_len": 16,
                                                                   "options": {"folds": 2, "epochs": 2}},
         "soft_labels": {"mode": "dense", "tau_l": 3, "threshold": 0.7},
-        "trainer": {"negatives": "full", "solver": "lbfgs", "max_iter": 20}, "eval": {"bootstrap": 20},
+        "trainer": {"negatives": "full", "solver": "lbfgs", "max_iter": 20},
+        "eval": {"bootstrap": 20, "baselines": ["lever_rerank", "lever_ensemble"]},
     }  # fmt: skip
     out = tmp_path / "run"
     run_ab(config.from_dict(values), out, log=lambda s: None)
+    # the combination rows: ReRank of the +LEVER scores (recomputed here), and a +LEVER ensemble whose
+    # alpha was chosen on a hold-out classifier trained with the dense targets
+    from lever_plugins.data import load_dataset
+    from lever_plugins.metrics import evaluate
+
+    ds = load_dataset(tiny_lf)
+    lev = sp.load_npz(out / "lever" / "scores.npz").tocsr()
+    freq = np.asarray(ds.binary_train().sum(0)).ravel()
+    c = (np.log(60) - 1) * (1.5 + 1) ** 0.55
+    w = 1 + c * np.exp(-0.55 * np.log(freq + 1.5))
+    rr = lev.copy()
+    rr.data = 1 / (1 + np.exp(-rr.data)) * w[rr.indices]
+    rr = sp.csr_matrix(rr.multiply(1 / np.asarray(rr.sum(1))))
+    got = json.loads((out / "baselines" / "lever_rerank" / "metrics.json").read_text())
+    assert got["PSP@5"] == pytest.approx(evaluate(rr, ds.y_tst, train_truth=ds.binary_train(), A=0.55, B=1.5)["PSP@5"])
+    man = json.loads((out / "manifest.json").read_text())["stages"]
+    assert man["train_lever_ensemble_holdout"]["stats"]["targets"] == "dense"
+    assert 0.0 <= json.loads((out / "baselines" / "lever_ensemble" / "alpha.json").read_text())["alpha"] <= 1.0
     stats = json.loads((out / "manifest.json").read_text())["stages"]["train_lever"]
     assert stats["stats"]["targets"] == "dense"
     z = np.load(out / "teacher" / "embeddings.npz")
