@@ -142,3 +142,32 @@ def test_wrap_renee_calls_the_plugin_loss_inside_the_upstream(focal_site: Path, 
     manifest = json.loads((out / "manifest.json").read_text())
     used = {u["dist"] for u in manifest["stages"]["train_lever"]["plugins"]}
     assert "lever-focal" in used
+
+
+def test_wrap_elias_base_arm_calls_the_plugin_loss(focal_site: Path, tiny_model: Path, tmp_path: Path):
+    """`lever wrap elias --no-lever` on the stand-in with lever-focal installed: the base arm too (ELIAS's
+    stock loss otherwise) takes the plugin's loss as its classification term, inside ELIAS's train.py."""
+    pytest.importorskip("lever_elias")
+    from conftest import write_tiny_lf
+    from test_elias_adapter import STANDIN, write_cfg
+
+    from lever_plugins.teacher.encoder import resolve_model
+
+    tok = tmp_path / "tok"  # a tokenizer folder whose path has no 'bert' (ELIAS would swap in bert-base's)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(resolve_model("default")).save_pretrained(tok)
+    data = write_tiny_lf(tmp_path / "tiny", n_trn=50, n_tst=12, n_lbl=112)
+    options = (
+        f'[trainer.options]\ntf = "{tok}"\ntf_max_len = 16\nnum_val_points = 6\n'
+        "[trainer.options.elias]\nmax_leaf = 14\nbeam_size = 8\nnum_epochs = 2\n"
+    )
+    cfg = write_cfg(tmp_path / "cfg.toml", tiny_model, options)
+    r = lever("wrap", "elias", "--data", str(data), "--out", str(tmp_path / "run"), "--config", str(cfg),
+              "--upstream", str(STANDIN), "--no-lever", env=_env(tmp_path, focal_site))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    calls = [json.loads(line) for line in (tmp_path / "focal.log").read_text().splitlines()]
+    assert calls and all(c["pid"] != os.getpid() and len(c["shape"]) == 2 for c in calls)
+    assert len({c["pid"] for c in calls}) == 1  # train.py's process (eval.py computes no loss)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert "lever-focal" in {u["dist"] for u in manifest["stages"]["train_base"]["plugins"]}
