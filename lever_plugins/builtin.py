@@ -16,6 +16,7 @@ def _lazy(target: str) -> LazyFactory:
 @hookimpl
 def lever_register_teachers(register):
     register("siamese", _lazy("lever_plugins.teacher.siamese:SiameseTeacher"))
+    register("head", _lazy("lever_plugins.teacher.head:HeadTeacher"))
 
 
 @hookimpl

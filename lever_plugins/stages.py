@@ -294,12 +294,15 @@ def hook_uses(hook: str) -> list[dict[str, Any]]:
 def teacher_stage(
     run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None
 ) -> tuple[dict[str, np.ndarray | None], str]:
-    """Train (or reuse) the teacher and return its label (and, when tau_d > 0, train-doc) embeddings."""
+    """Train (or reuse) the teacher and return its embeddings: ``lbl`` (label side), ``doc`` (training
+    documents, out-of-fold for a teacher with ``fit_embeddings``; when tau_d > 0 or in dense mode) and
+    ``lbl_doc`` (label texts on the document side, for the label rows in dense mode)."""
     tcfg = cfg.teacher
-    need_docs = cfg.soft_labels.tau_d > 0
+    dense = cfg.soft_labels.mode == "dense"
+    need_docs = cfg.soft_labels.tau_d > 0 or dense
     r = _reg(plugins.teachers(), tcfg.name, "teacher", "teacher.name")
     uses = [plugins.fingerprint(r.plugin)]
-    key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs)
+    key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs, *(["dense"] if dense else []))
     art = "teacher/embeddings.npz"
 
     def compute() -> dict:
@@ -307,23 +310,46 @@ def teacher_stage(
         with plugins.guard(r, "fit"):
             stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
         with plugins.guard(r, "embed"):
-            lbl = teacher.embed(ds.lbl_texts)
-            doc = teacher.embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
+            # optional teacher methods: a label side that differs from the document side, and out-of-fold
+            # embeddings of the documents it was fitted on (so the student does not learn its overfit)
+            lbl = getattr(teacher, "embed_labels", teacher.embed)(ds.lbl_texts)
+            doc = np.zeros((0, lbl.shape[1]), np.float32)
+            if need_docs:
+                oof = getattr(teacher, "fit_embeddings", None)
+                doc = oof() if oof is not None else teacher.embed(ds.trn_texts)
+            lbl_doc = teacher.embed(ds.lbl_texts) if dense else np.zeros((0, lbl.shape[1]), np.float32)
         if dist.is_main():
-            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
+            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc, lbl_doc=lbl_doc)
         return stats
 
     cached_stage(run, "teacher", key, [art], compute, log, uses=uses)
     z = np.load(run.root / art)
     # downstream stages key on this one's key, so they see its plugins too
-    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, stage_key(key, uses)
+    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None,
+            "lbl_doc": z["lbl_doc"] if dense else None}, stage_key(key, uses)  # fmt: skip
+
+
+def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int) -> Any:
+    """The +LEVER arm's :class:`~lever_plugins.soft_labels.dense.DenseTargets` (``[soft_labels] mode =
+    "dense"``) from the teacher and soft-label stages' artefacts; None in sparse mode."""
+    s = cfg.soft_labels
+    if s.mode != "dense":
+        return None
+    from lever_plugins.soft_labels.dense import DenseTargets
+
+    z = np.load(run.root / "teacher/embeddings.npz")
+    hard = sp.load_npz(run.root / "soft/y_aug.npz").tocsr().astype(np.float32)[:rows]
+    n = ds.y_trn.shape[0]
+    emb = np.vstack([z["doc"], z["lbl_doc"][: rows - n]]) if rows > n else z["doc"][:rows]
+    return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
+                        calibration=s.calibration, a=s.sigmoid_a, c=s.sigmoid_c, truth=s.dense_truth)  # fmt: skip
 
 
 def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):
     scfg = cfg.soft_labels
     r = _reg(plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider")
     uses = [plugins.fingerprint(r.plugin), *hook_uses("lever_blend_targets")]
-    key = cfgmod.config_hash(teacher_key, scfg)
+    key = cfgmod.config_hash(teacher_key, cfgmod.soft_key(scfg))
     arts = ["soft/y_aug.npz", "soft/soft.npz", "soft/targets.npz"]
 
     def compute() -> dict:
@@ -509,4 +535,5 @@ def arm_of(run: Run, ds: Dataset, cfg: RunConfig, name: str, feats: dict[str, An
            y: sp.csr_matrix) -> Arm:
     """The Arm of the A/B arm ``name`` ("base" or "lever") from :func:`arm_inputs`' rows and targets."""
     support = None if name == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
-    return make_arm(run, ds, cfg, name, x, y, feats["tst"], x_sparse=arm_sparse(feats, y.shape[0]), support=support)
+    arm = make_arm(run, ds, cfg, name, x, y, feats["tst"], x_sparse=arm_sparse(feats, y.shape[0]), support=support)
+    return arm if name == "base" else replace(arm, dense=dense_targets(run, ds, cfg, y.shape[0]))

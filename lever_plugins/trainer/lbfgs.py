@@ -81,6 +81,7 @@ def train_lbfgs(
     on_checkpoint: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     trace: list[float] | None = None,
     desc: str = "",
+    dense: Any = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
     (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats. Settings are checked by
@@ -108,8 +109,11 @@ def train_lbfgs(
         if x_sparse is not None:
             part = x_sparse[s:e]
             xs = (_csr(part), _csr(part.T.tocsr()))
-        y = targets[s:e]
-        chunks.append((torch.from_numpy(x_train[s:e]), xs, torch.from_numpy(y.toarray()) if keep_dense else y))
+        if dense is not None:
+            y = torch.from_numpy(dense.block(slice(s, e))) if keep_dense else slice(s, e)
+        else:
+            y = torch.from_numpy(targets[s:e].toarray()) if keep_dense else targets[s:e]
+        chunks.append((torch.from_numpy(x_train[s:e]), xs, y))
 
     W = torch.zeros(L, d)
     b = torch.from_numpy(np.asarray(bias0, np.float32).copy())
@@ -132,7 +136,7 @@ def train_lbfgs(
                     z += xs[0] @ Ws
             z.requires_grad_(True)
             # the hook's value is a mean over entries; × entries / M makes Σ over the chunk / M
-            yd = y if keep_dense else torch.from_numpy(y.toarray())
+            yd = y if keep_dense else torch.from_numpy(dense.block(y) if dense is not None else y.toarray())
             loss = loss_fn(z, yd) * (z.numel() / M)
             loss.backward()
             g = z.grad
