@@ -92,8 +92,8 @@ def test_pairwise_logistic_is_eq9():
 
     pos = torch.tensor([0.5, -0.2])
     neg = torch.tensor([[0.1, 0.7], [0.0, -0.5]])
-    want = np.mean([np.log1p(np.exp(3.0 * (n - p))) for p, row in zip([0.5, -0.2], [[0.1, 0.7], [0.0, -0.5]])
-                    for n in row])  # fmt: skip
+    pairs = zip([0.5, -0.2], [[0.1, 0.7], [0.0, -0.5]], strict=True)
+    want = np.mean([np.log1p(np.exp(3.0 * (n - p))) for p, row in pairs for n in row])
     assert float(pairwise_logistic(pos, neg, 3.0)) == pytest.approx(want, rel=1e-6)
 
 
