@@ -8,14 +8,13 @@ import hashlib
 import json
 import math
 import re
+import tomllib
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from lever_plugins.errors import ConfigError
 
