@@ -12,7 +12,6 @@ the measured time to encode the same texts once. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path

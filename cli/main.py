@@ -230,7 +230,8 @@ def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines, see
 
 
 @cli.command("sweep")
-@click.option("--data", type=click.Path(), help="Data folder (a sweep evaluates on a hold-out of its train split only).")
+@click.option("--data", type=click.Path(),
+              help="Data folder (a sweep evaluates on a hold-out of its train split only).")
 @click.option("--out", required=True, type=click.Path(), help="Sweep folder: points/<i>/ runs, sweep.csv, sweep.md.")
 @click.option("--config", "config", type=click.Path(), help="TOML config the grid changes; see configs/.")
 @click.option("--grid", "grid", multiple=True, required=True, metavar="SECTION.KEY=V1,V2",
