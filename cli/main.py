@@ -205,7 +205,8 @@ def common(f):
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
 @click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
-@click.option("--baseline", "baselines", multiple=True, help="Add a baseline row: rerank, ensemble, label_rows, lever_rerank, lever_ensemble.")
+@click.option("--baseline", "baselines", multiple=True,
+              help="Add a baseline row: rerank, ensemble, label_rows, lever_rerank, lever_ensemble.")
 @click.option("--seeds", help="Comma-separated seeds (e.g. 13,14,15): one run each in OUT/seed-S, tables with "
               "mean ± sd over the seeds.")
 def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines, seeds) -> None:

@@ -114,6 +114,20 @@ def test_projection_learns_a_rotation():
     assert p1 > 0.95 and p1 > p1_frozen + 0.3
 
 
+def test_projection_with_label_sample_learns_too():
+    """With a label sample smaller than L the same problem is learnt (the sampled path is exercised)."""
+    rng = np.random.default_rng(1)
+    L, d, n = 60, 12, 600
+    v = normalize(rng.standard_normal((L, d)))
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    lab = rng.integers(0, L, n)
+    x = (v[lab] @ q.T + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+    y = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), lab)), shape=(n, L))
+    P, losses = train_projection(x, y, v, epochs=30, lr=0.01, scale=10.0, negatives=5, batch_size=64, label_sample=16)
+    assert losses[-1] < 0.5 * losses[0]
+    assert np.mean(np.argmax(normalize(x @ P.T) @ v.T, 1) == lab) > 0.9
+
+
 def test_folds_partition():
     f = fold_of(103, 5, 1)
     assert sorted(np.bincount(f).tolist()) == [20, 20, 21, 21, 21]
@@ -146,8 +160,8 @@ def test_head_teacher_out_of_fold(tmp_path, monkeypatch):
     f = fold_of(30, 3, 1)
     oof = t.fit_embeddings()
     for j in range(3):
-        Pj, _ = real(x[f != j], y[f != j], normalize(np.stack([table[s] for s in lbls])), seed=1 + 1 + j,
-                     **{k: t.options[k] for k in ("epochs", "lr", "scale", "negatives", "batch_size")})  # fmt: skip
+        kw = {k: t.options[k] for k in ("epochs", "lr", "scale", "negatives", "batch_size", "label_sample")}
+        Pj, _ = real(x[f != j], y[f != j], normalize(np.stack([table[s] for s in lbls])), seed=1 + 1 + j, **kw)
         np.testing.assert_allclose(oof[f == j], normalize(x[f == j] @ Pj.T), atol=1e-5)
         assert len(calls[1 + j]) == (f != j).sum()
     np.testing.assert_allclose(t.embed(["new"]), normalize(table["new"][None] @ t.P.T), atol=1e-6)
