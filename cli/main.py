@@ -205,7 +205,8 @@ def common(f):
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
 @click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
-@click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
+@click.option("--baseline", "baselines", multiple=True,
+              help="Add a baseline row: rerank, ensemble, label_rows, lever_rerank, lever_ensemble.")
 @click.option("--seeds", help="Comma-separated seeds (e.g. 13,14,15): one run each in OUT/seed-S, tables with "
               "mean ± sd over the seeds.")
 def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines, seeds) -> None:
@@ -230,7 +231,8 @@ def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines, see
 
 
 @cli.command("sweep")
-@click.option("--data", type=click.Path(), help="Data folder (a sweep evaluates on a hold-out of its train split only).")
+@click.option("--data", type=click.Path(),
+              help="Data folder (a sweep evaluates on a hold-out of its train split only).")
 @click.option("--out", required=True, type=click.Path(), help="Sweep folder: points/<i>/ runs, sweep.csv, sweep.md.")
 @click.option("--config", "config", type=click.Path(), help="TOML config the grid changes; see configs/.")
 @click.option("--grid", "grid", multiple=True, required=True, metavar="SECTION.KEY=V1,V2",

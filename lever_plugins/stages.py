@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from lever_plugins import config as cfgmod
 from lever_plugins import distributed as dist
-from lever_plugins import plugins
+from lever_plugins import events, plugins
 from lever_plugins.adapter import Adapter, Arm, LossFn
 from lever_plugins.config import RunConfig, config_hash
 from lever_plugins.data.dataset import Dataset
@@ -264,10 +264,13 @@ def cached_stage(
             info["cached"] = True
             return dist.broadcast_object(run.manifest()["stages"][name].get("stats", {}) if dist.is_main() else None)
         t0 = time.perf_counter()
-        stats = compute() or {}
+        with events.bound(run, name):
+            stats = compute() or {}
         crash_point("stage", name, "computed")
         if dist.is_main():
             run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats, plugins=uses)
+            for art in arts:
+                emit(run, "artifact", stage=name, name=art, path=str((run.root / art).resolve()))
         dist.barrier()
         return stats
 
@@ -432,6 +435,15 @@ def preflight(cfg: RunConfig) -> Adapter:
             f"adapter {name!r} takes no sparse features",
             where="[encoder] tfidf",
             fix="set tfidf = false for this adapter",
+        )
+    losses = plugins.loss_plugins()
+    if losses and not adapter.takes_loss_hook:
+        raise ConfigError(
+            f"adapter {name!r} cannot take a plugin loss, and lever_loss is answered by "
+            f"{', '.join(map(plugins.describe, losses))}: it would be ignored",
+            where="lever_loss hook",
+            fix="exclude the loss plugin (LEVER_LOAD_PLUGINS, or uninstall it), or use an adapter that takes it "
+            "(builtin, renee, elias, cascadexml)",
         )
     r = _reg(plugins.adapters(), name, "adapter", "trainer.adapter")
     with plugins.guard(r, "preflight"):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import tomllib
 from conftest import lever
 
 import lever_plugins as lever_api

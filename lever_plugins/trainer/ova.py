@@ -73,6 +73,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lever_plugins import events
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.topk import topk_by_id
 
@@ -434,6 +435,8 @@ def train(
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress,
                                      dense=dense)  # fmt: skip
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
+        events.emit("epoch", what="trainer", epoch=1, loss=solved["objective"],
+                    docs_per_s=M / max(solved["seconds"], 1e-9), seconds=solved["seconds"])
         return model, {
             **shape_stats, "device": "cpu", "hidden": 0,
             "epoch_seconds": [solved["seconds"]], "epoch_cpu_seconds": [solved["cpu_seconds"]],
@@ -584,10 +587,14 @@ def train(
         stats["train_loss"].append(loss_sum / max(n_batches, 1))
         if mode == "shortlist":
             stats["mean_candidates"].append(cand_sum / max(n_batches, 1))
+        secs = time.perf_counter() - t0
+        events.emit("epoch", what="trainer", epoch=epoch + 1, loss=stats["train_loss"][-1],
+                    docs_per_s=rows_done / max(secs, 1e-9), seconds=round(secs, 4))
         if use_valid:
             model = snapshot()
             p1 = _valid_p1(model, x_valid, y_valid)
             stats["valid_p1"].append(p1)
+            events.emit("valid", what="trainer", epoch=epoch + 1, valid_p1=p1)
             if p1 > best_p1:
                 best_p1, best_epoch, best_model, since_best = p1, epoch + 1, model, 0
             else:

@@ -111,6 +111,7 @@ class EliasAdapter(WrapAdapter):
     name = "elias"
     upstream = "https://github.com/nilesh2797/ELIAS"
     tested = TESTED
+    takes_loss_hook = True  # a plugin's lever_loss is ELIASLoss's classification term (lever_elias.patches)
     needs_features = False
 
     def __init__(
@@ -352,7 +353,7 @@ class EliasAdapter(WrapAdapter):
         ensure_turtle()
         if payload.get("upstream"):
             unshadow_datasets(payload["upstream"])
-        return make_patches(payload)
+        return make_patches(payload, self.plugin_loss())
 
     # -- scores back ---------------------------------------------------------------------------
     def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
