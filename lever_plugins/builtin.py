@@ -34,6 +34,8 @@ def lever_register_baselines(register):
     register("rerank", _lazy("lever_plugins.baselines:ReRank"))
     register("ensemble", _lazy("lever_plugins.baselines:Ensemble"))
     register("label_rows", _lazy("lever_plugins.baselines:LabelRows"))
+    register("lever_rerank", _lazy("lever_plugins.baselines:LeverReRank"))
+    register("lever_ensemble", _lazy("lever_plugins.baselines:LeverEnsemble"))
 
 
 @hookimpl(trylast=True)

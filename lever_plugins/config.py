@@ -125,7 +125,8 @@ class EvalConfig:
     bootstrap: int = 1000
     confidence: float = 0.95
     reference: str = ""  # "plt": add napkinXC PLT on TF-IDF (adapter lever-napkinxc) as a reference row
-    baselines: list[str] = field(default_factory=list)  # tail baselines as extra rows: rerank, ensemble, label_rows
+    # extra rows: rerank, ensemble, label_rows, lever_rerank, lever_ensemble
+    baselines: list[str] = field(default_factory=list)
     ensemble_select: str = "P@5+PSP@5"  # what the ensemble's alpha maximises on its train hold-out
 
 

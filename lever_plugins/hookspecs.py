@@ -23,7 +23,10 @@ def lever_register_teachers(register):
     factory's signature before any stage runs). The teacher has ``preflight()`` (before any stage: raise a
     LeverError if it cannot run, e.g. a model missing), ``fit(doc_texts, lbl_texts, y, workdir,
     resume=True) -> dict`` (training stats) and ``embed(texts) -> np.ndarray`` (L2-normalised float32
-    rows). Return value ignored.
+    rows; the document side). Optional: ``embed_labels(texts)`` (the label side, when it differs; default
+    ``embed``) and ``fit_embeddings()`` (document-side embeddings of the documents ``fit`` trained on,
+    out-of-fold, so the student is not distilled from the teacher's overfit; default ``embed`` of them).
+    Return value ignored.
     """
 
 

@@ -92,10 +92,12 @@ def _filter_rows(pairs: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
-    """Apply max_train/max_test slices and the train hold-out (settings search never sees the test split)."""
+    """Apply max_train/max_test slices and the train hold-out (settings search never sees the test split).
+    A sliced split keeps each row's original index (``trn_rows``/``tst_rows``: what ``rows.json`` saves)."""
     rng = np.random.default_rng(cfg.seed)
     y_trn, trn_texts, trn_filter = ds.y_trn, ds.trn_texts, ds.trn_filter
     y_tst, tst_texts, tst_filter = ds.y_tst, ds.tst_texts, ds.tst_filter
+    trn_idx, tst_idx, tst_from = np.arange(y_trn.shape[0]), np.arange(y_tst.shape[0]), "test"
     if cfg.data.holdout > 0:
         perm = rng.permutation(y_trn.shape[0])
         n_val = int(round(cfg.data.holdout * len(perm)))
@@ -112,14 +114,19 @@ def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
         tst_filter = _filter_rows(trn_filter, val)
         y_trn, trn_texts = _take_rows(y_trn, trn_texts, trn)
         trn_filter = _filter_rows(trn_filter, trn)
+        trn_idx, tst_idx, tst_from = trn, val, "train"
     if cfg.data.max_train and cfg.data.max_train < y_trn.shape[0]:
         rows = np.sort(rng.choice(y_trn.shape[0], cfg.data.max_train, replace=False))
         y_trn, trn_texts = _take_rows(y_trn, trn_texts, rows)
         trn_filter = _filter_rows(trn_filter, rows)
+        trn_idx = trn_idx[rows]
     if cfg.data.max_test and cfg.data.max_test < y_tst.shape[0]:
         rows = np.sort(rng.choice(y_tst.shape[0], cfg.data.max_test, replace=False))
         y_tst, tst_texts = _take_rows(y_tst, tst_texts, rows)
         tst_filter = _filter_rows(tst_filter, rows)
+        tst_idx = tst_idx[rows]
+    whole_trn = len(trn_idx) == ds.y_trn.shape[0]
+    whole_tst = tst_from == "test" and len(tst_idx) == ds.y_tst.shape[0]
     return replace(
         ds,
         y_trn=y_trn,
@@ -130,7 +137,25 @@ def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
         tst_filter=tst_filter,
         trn_uids=None,
         tst_uids=None,
+        trn_rows=None if whole_trn else trn_idx.astype(np.int64),
+        tst_rows=None if whole_tst else tst_idx.astype(np.int64),
+        tst_from=tst_from,
     )
+
+
+def save_rows(run: Run, ds: Dataset) -> None:
+    """``rows.json`` of a sliced run: each train and test row's index in its original split file, so that
+    ``lever eval --rows`` re-evaluates the run's scores against the original label files."""
+    if ds.trn_rows is None and ds.tst_rows is None:
+        return
+    from lever_plugins.runs import write_json
+
+    n_trn, n_tst = ds.y_trn.shape[0], ds.y_tst.shape[0]
+    write_json(run.root / "rows.json", {
+        "train": {"split": "train", "rows": (ds.trn_rows if ds.trn_rows is not None else np.arange(n_trn)).tolist()},
+        "test": {"split": ds.tst_from,
+                 "rows": (ds.tst_rows if ds.tst_rows is not None else np.arange(n_tst)).tolist()},
+    })  # fmt: skip
 
 
 def data_signature(ds: Dataset) -> str:
@@ -160,6 +185,7 @@ def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
     t0 = time.perf_counter()
     yield info
     info["seconds"] = time.perf_counter() - t0
+    getattr(run, "timings", []).append(info)
     emit(run, "stage_end", **info)
     if log:
         log(f"[{name}] {info['seconds']:.1f}s" + (" (cached)" if info.get("cached") else ""))

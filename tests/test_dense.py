@@ -92,8 +92,8 @@ def test_pairwise_logistic_is_eq9():
 
     pos = torch.tensor([0.5, -0.2])
     neg = torch.tensor([[0.1, 0.7], [0.0, -0.5]])
-    pairs = zip([0.5, -0.2], [[0.1, 0.7], [0.0, -0.5]], strict=True)
-    want = np.mean([np.log1p(np.exp(3.0 * (n - p))) for p, row in pairs for n in row])
+    pairs = [(0.5, 0.1), (0.5, 0.7), (-0.2, 0.0), (-0.2, -0.5)]
+    want = np.mean([np.log1p(np.exp(3.0 * (n - p))) for p, n in pairs])
     assert float(pairwise_logistic(pos, neg, 3.0)) == pytest.approx(want, rel=1e-6)
 
 
@@ -112,6 +112,20 @@ def test_projection_learns_a_rotation():
     p1 = np.mean(np.argmax(normalize(x @ P.T) @ v.T, 1) == lab)
     assert losses[-1] < 0.5 * losses[0]
     assert p1 > 0.95 and p1 > p1_frozen + 0.3
+
+
+def test_projection_with_label_sample_learns_too():
+    """With a label sample smaller than L the same problem is learnt (the sampled path is exercised)."""
+    rng = np.random.default_rng(1)
+    L, d, n = 60, 12, 600
+    v = normalize(rng.standard_normal((L, d)))
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    lab = rng.integers(0, L, n)
+    x = (v[lab] @ q.T + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+    y = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), lab)), shape=(n, L))
+    P, losses = train_projection(x, y, v, epochs=30, lr=0.01, scale=10.0, negatives=5, batch_size=64, label_sample=16)
+    assert losses[-1] < 0.5 * losses[0]
+    assert np.mean(np.argmax(normalize(x @ P.T) @ v.T, 1) == lab) > 0.9
 
 
 def test_folds_partition():
@@ -146,8 +160,8 @@ def test_head_teacher_out_of_fold(tmp_path, monkeypatch):
     f = fold_of(30, 3, 1)
     oof = t.fit_embeddings()
     for j in range(3):
-        Pj, _ = real(x[f != j], y[f != j], normalize(np.stack([table[s] for s in lbls])), seed=1 + 1 + j,
-                     **{k: t.options[k] for k in ("epochs", "lr", "scale", "negatives", "batch_size")})  # fmt: skip
+        kw = {k: t.options[k] for k in ("epochs", "lr", "scale", "negatives", "batch_size", "label_sample")}
+        Pj, _ = real(x[f != j], y[f != j], normalize(np.stack([table[s] for s in lbls])), seed=1 + 1 + j, **kw)
         np.testing.assert_allclose(oof[f == j], normalize(x[f == j] @ Pj.T), atol=1e-5)
         assert len(calls[1 + j]) == (f != j).sum()
     np.testing.assert_allclose(t.embed(["new"]), normalize(table["new"][None] @ t.P.T), atol=1e-6)
@@ -169,10 +183,29 @@ def test_ab_dense_mode_end_to_end(tmp_path: Path, tiny_lf: Path, monkeypatch):
         "encoder": {"max_len": 16, "batch_size": 64}, "teacher": {"name": "head", "train": False, "max_len": 16,
                                                                   "options": {"folds": 2, "epochs": 2}},
         "soft_labels": {"mode": "dense", "tau_l": 3, "threshold": 0.7},
-        "trainer": {"negatives": "full", "solver": "lbfgs", "max_iter": 20}, "eval": {"bootstrap": 20},
+        "trainer": {"negatives": "full", "solver": "lbfgs", "max_iter": 20},
+        "eval": {"bootstrap": 20, "baselines": ["lever_rerank", "lever_ensemble"]},
     }  # fmt: skip
     out = tmp_path / "run"
     run_ab(config.from_dict(values), out, log=lambda s: None)
+    # the combination rows: ReRank of the +LEVER scores (recomputed here), and a +LEVER ensemble whose
+    # alpha was chosen on a hold-out classifier trained with the dense targets
+    from lever_plugins.data import load_dataset
+    from lever_plugins.metrics import evaluate
+
+    ds = load_dataset(tiny_lf)
+    lev = sp.load_npz(out / "lever" / "scores.npz").tocsr()
+    freq = np.asarray(ds.binary_train().sum(0)).ravel()
+    c = (np.log(60) - 1) * (1.5 + 1) ** 0.55
+    w = 1 + c * np.exp(-0.55 * np.log(freq + 1.5))
+    rr = lev.copy()
+    rr.data = 1 / (1 + np.exp(-rr.data)) * w[rr.indices]
+    rr = sp.csr_matrix(rr.multiply(1 / np.asarray(rr.sum(1))))
+    got = json.loads((out / "baselines" / "lever_rerank" / "metrics.json").read_text())
+    assert got["PSP@5"] == pytest.approx(evaluate(rr, ds.y_tst, train_truth=ds.binary_train(), A=0.55, B=1.5)["PSP@5"])
+    man = json.loads((out / "manifest.json").read_text())["stages"]
+    assert man["train_lever_ensemble_holdout"]["stats"]["targets"] == "dense"
+    assert 0.0 <= json.loads((out / "baselines" / "lever_ensemble" / "alpha.json").read_text())["alpha"] <= 1.0
     stats = json.loads((out / "manifest.json").read_text())["stages"]["train_lever"]
     assert stats["stats"]["targets"] == "dense"
     z = np.load(out / "teacher" / "embeddings.npz")

@@ -37,12 +37,16 @@ def normalize(a: np.ndarray) -> np.ndarray:
     return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
 
-def pairwise_logistic(pos: Any, neg: Any, scale: float) -> Any:
+def pairwise_logistic(pos: Any, neg: Any, scale: float, valid: Any = None) -> Any:
     """Eq. 9 of the paper: mean of log(1 + exp(scale·(s_neg − s_pos))) over (positive, negative) pairs.
-    ``pos``: batch scores of the positives (B), ``neg``: scores of their negatives (B × k)."""
+    ``pos``: batch scores of the positives (B), ``neg``: scores of their negatives (B × k), ``valid``: an
+    optional B × k mask of the pairs that count."""
     import torch.nn.functional as F
 
-    return F.softplus(scale * (neg - pos[:, None])).mean()
+    terms = F.softplus(scale * (neg - pos[:, None]))
+    if valid is None:
+        return terms.mean()
+    return (terms * valid).sum() / valid.sum().clamp_min(1)
 
 
 def train_projection(
@@ -56,11 +60,15 @@ def train_projection(
     batch_size: int = 512,
     weight_decay: float = 0.0,
     seed: int = 0,
+    label_sample: int = 4096,
 ) -> tuple[np.ndarray, list[float]]:
     """Learn P (d×d, from the identity) minimising :func:`pairwise_logistic` of s = ⟨norm(P·x), v_l⟩ for
     rows ``x`` (n×d) with labels ``y`` (n×L) against label embeddings ``v`` (L×d, unit rows).
     Each epoch visits every row with at least one label once, with one positive drawn uniformly from its
-    labels. Returns (P, loss per epoch). Deterministic on CPU for a fixed thread count."""
+    labels. With more than ``label_sample`` labels each batch scores its own positives and a uniform sample
+    of ``label_sample`` labels (hard negatives are the hardest of those), so a step costs
+    batch × label_sample × d instead of batch × L × d. Returns (P, loss per epoch). Deterministic on CPU
+    for a fixed thread count."""
     import torch
     import torch.nn.functional as F
 
@@ -72,7 +80,8 @@ def train_projection(
     X = torch.from_numpy(np.ascontiguousarray(x, np.float32))
     V = torch.from_numpy(np.ascontiguousarray(v, np.float32))
     rng = np.random.default_rng(seed)
-    k = int(min(negatives, v.shape[0] - 1))
+    L = v.shape[0]
+    k = int(min(negatives, L - 1))
     losses = []
     for _ in range(int(epochs)):
         perm = rng.permutation(rows)
@@ -81,17 +90,25 @@ def train_projection(
             idx = perm[s : s + batch_size]
             cnt = np.diff(y.indptr)[idx]
             pos = y.indices[y.indptr[idx] + (rng.random(len(idx)) * cnt).astype(np.int64)]
+            sub = y[idx]
+            if L > label_sample:  # the batch's positives and a uniform sample of the other labels
+                cols = np.union1d(sub.indices, rng.choice(L, label_sample, replace=False))
+            else:
+                cols = np.arange(L)
             u = F.normalize(X[idx] @ P.T, dim=1)
-            scores = u @ V.T
-            with torch.no_grad():  # hardest non-positive labels (exact: every label is scored anyway)
+            scores = u @ V[torch.from_numpy(cols)].T
+            with torch.no_grad():  # hardest non-positive labels among the scored ones
                 mask = torch.zeros_like(scores, dtype=torch.bool)
-                sub = y[idx]
                 mask[torch.from_numpy(np.repeat(np.arange(len(idx)), np.diff(sub.indptr))),
-                     torch.from_numpy(sub.indices.astype(np.int64))] = True  # fmt: skip
-                hard = scores.detach().masked_fill(mask, -float("inf")).topk(k, dim=1).indices
+                     torch.from_numpy(np.searchsorted(cols, sub.indices).astype(np.int64))] = True  # fmt: skip
+                kk = min(k, len(cols) - 1)
+                hard = scores.detach().masked_fill(mask, -float("inf")).topk(kk, dim=1)
+                # a row with fewer than kk non-positive columns: drop the -inf picks (positives)
+                valid = torch.isfinite(hard.values)
             ar = torch.arange(len(idx))
-            loss = pairwise_logistic(scores[ar, torch.from_numpy(pos.astype(np.int64))],
-                                     scores.gather(1, hard), scale)  # fmt: skip
+            s_pos = scores[ar, torch.from_numpy(np.searchsorted(cols, pos).astype(np.int64))]
+            s_neg = scores.gather(1, hard.indices)
+            loss = pairwise_logistic(s_pos, s_neg, scale, valid)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -110,7 +127,8 @@ def fold_of(n: int, folds: int, seed: int) -> np.ndarray:
 class HeadTeacher:
     """Registered by the built-in plugin as teacher "head" (``[teacher] name = "head"``); options in
     ``[teacher.options]``: ``folds`` (cross-fitting parts; 1 = no cross-fitting), ``epochs``, ``lr``,
-    ``scale`` (γ of Eq. 9), ``negatives`` (hard negatives per document), ``batch_size``.
+    ``scale`` (γ of Eq. 9), ``negatives`` (hard negatives per document), ``batch_size``, ``label_sample``
+    (above this many labels a step scores a uniform sample of them: :func:`train_projection`).
     The frozen encoder is ``[teacher] model`` at ``max_len`` (its embeddings come from the shared cache,
     so with the encoder's model and max_len nothing is encoded twice)."""
 
@@ -118,19 +136,21 @@ class HeadTeacher:
 
     def __init__(self, config: TeacherConfig, seed: int = 13, progress: bool = True, folds: int = 5,
                  epochs: int = 10, lr: float = 1e-3, scale: float = 20.0, negatives: int = 10,
-                 batch_size: int = 512):  # fmt: skip
+                 batch_size: int = 512, label_sample: int = 4096):  # fmt: skip
         checks = {"folds": (folds, folds >= 1), "epochs": (epochs, epochs >= 0), "lr": (lr, lr > 0),
                   "scale": (scale, scale > 0), "negatives": (negatives, negatives >= 1),
-                  "batch_size": (batch_size, batch_size >= 1)}  # fmt: skip
+                  "batch_size": (batch_size, batch_size >= 1), "label_sample": (label_sample, label_sample >= 1)}
         for key, (value, ok) in checks.items():
             if isinstance(value, bool) or not ok:
                 raise ConfigError(f"teacher option {key} = {value!r} is out of range", where=f"[teacher.options] {key}",
-                                  fix="folds >= 1, epochs >= 0, lr > 0, scale > 0, negatives >= 1, batch_size >= 1")
+                                  fix="folds >= 1, epochs >= 0, lr > 0, scale > 0, negatives >= 1, batch_size >= 1, "
+                                  "label_sample >= 1")
         self.config = config
         self.seed = int(config.seed or seed)
         self.progress = progress
         self.options = {"folds": int(folds), "epochs": int(epochs), "lr": float(lr), "scale": float(scale),
-                        "negatives": int(negatives), "batch_size": int(batch_size)}  # fmt: skip
+                        "negatives": int(negatives), "batch_size": int(batch_size),
+                        "label_sample": int(label_sample)}  # fmt: skip
         self.P: np.ndarray | None = None
         self._oof: np.ndarray | None = None
 
@@ -180,7 +200,7 @@ class HeadTeacher:
         x = self._frozen(doc_texts)
         v = normalize(self._frozen(lbl_texts))
         o = self.options
-        kw = {k: o[k] for k in ("epochs", "lr", "scale", "negatives", "batch_size")}
+        kw = {k: o[k] for k in ("epochs", "lr", "scale", "negatives", "batch_size", "label_sample")}
         P, losses = train_projection(x, y, v, seed=self.seed, **kw)
         oof = normalize(x @ P.T)
         fold_losses = []
