@@ -1,5 +1,6 @@
-"""Build the wheels of lever-plugins, every adapter (adapters/*) and plugin (plugins/*), install them WITHOUT -e
-into a fresh virtual environment and use them there: `lever plugins` and a tiny `lever ab`.
+"""Build the wheels of lever-plugins, every adapter (adapters/*) and plugin (plugins/*) and one `lever new-plugin`
+distribution of each kind, install them WITHOUT -e into a fresh virtual environment and use them there:
+`lever plugins` lists them all, and a tiny `lever ab` runs with all of them installed.
 
     python scripts/check_wheels.py            # run by scripts/test.sh (about a minute; no network)
     python scripts/check_wheels.py --resolve  # also: pip's resolver on the wheel's metadata + the CPU
@@ -97,7 +98,31 @@ def main() -> int:
         wheels = work / "wheels"
         shutil.rmtree(wheels, ignore_errors=True)
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-        run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), *map(str, PROJECTS)])
+        # from clean copies: a stale build/ folder beside a project would put old files into its wheel
+        sources = work / "src"
+        shutil.rmtree(sources, ignore_errors=True)
+        skip = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__", ".venv", "runs")
+        copies = []
+        for project in PROJECTS:
+            dst = sources / ("lever-plugins" if project == ROOT else f"{project.parent.name}-{project.name}")
+            if project == ROOT:
+                dst.mkdir(parents=True)
+                for item in ("pyproject.toml", "setup.py", "README.md", "lever_plugins", "cli"):
+                    src = ROOT / item
+                    (shutil.copytree(src, dst / item, ignore=skip) if src.is_dir() else shutil.copy2(src, dst / item))
+            else:
+                shutil.copytree(project, dst, ignore=skip)
+            copies.append(dst)
+        run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), *map(str, copies)])
+        # one plugin of each kind from `lever new-plugin`, built and installed like the rest
+        scaffolds = work / "scaffolds"
+        shutil.rmtree(scaffolds, ignore_errors=True)
+        kinds = ("teacher", "soft-labels", "adapter", "baseline", "loss", "observer")
+        for kind in kinds:
+            run([sys.executable, "-m", "lever_cli", "new-plugin", f"lever-check-{kind}", "--kind", kind, "--out",
+                 str(scaffolds / kind)])  # fmt: skip
+        run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+             *(str(scaffolds / k) for k in kinds)])  # fmt: skip
         built = sorted(wheels.glob("*.whl"))
         names = [w.name.split("-")[0].replace("_", "-") for w in built]
         print(f"built {len(built)} wheels: {', '.join(w.name for w in built)}")
@@ -140,9 +165,10 @@ def main() -> int:
             if p.parent.name == "adapters" and p.name not in adapters:
                 problems.append(f"`lever plugins` does not list the adapter {p.name}")
         plugins_line = run([*lever, "plugins"], cwd=work, env=env).stdout
-        for p in PROJECTS:
-            if p.parent.name == "plugins" and f"lever-{p.name}" not in plugins_line:
-                problems.append(f"`lever plugins` does not list lever-{p.name}")
+        dists = [f"lever-{p.name}" for p in PROJECTS if p.parent.name == "plugins"]
+        for dist in dists + [f"lever-check-{k}" for k in kinds]:
+            if dist not in plugins_line:
+                problems.append(f"`lever plugins` does not list {dist}")
         print(f"lever plugins: adapters {sorted(adapters)}")
 
         data = tiny_data(work / "tiny") if not (work / "tiny").exists() else work / "tiny"
@@ -156,8 +182,9 @@ def main() -> int:
         shutil.rmtree(out, ignore_errors=True)
         run([*lever, "ab", "--data", str(data), "--out", str(out), "--config", str(work / "cfg.toml")], cwd=work,
             env=env)  # fmt: skip
-        for f in ("compare.md", "base/metrics.json", "lever/metrics.json", "reference/metrics.json"):
-            if not (out / f).is_file():
+        for f in ("compare.md", "base/metrics.json", "lever/metrics.json", "reference/metrics.json",
+                  "tensorboard", "lever_check_observer.jsonl"):  # the tracker and the scaffolded observer wrote
+            if not (out / f).exists():
                 problems.append(f"lever ab wrote no {f}")
         print(f"lever ab from the installed wheels: {out / 'compare.md'}")
 
