@@ -445,6 +445,14 @@ def preflight(cfg: RunConfig) -> Adapter:
             fix="exclude the loss plugin (LEVER_LOAD_PLUGINS, or uninstall it), or use an adapter that takes it "
             "(builtin, renee, elias, cascadexml)",
         )
+    blends = [n for n in plugins.implementers("lever_blend_targets") if n not in plugins.BUILTIN_MODULES]
+    if cfg.soft_labels.mode == "dense" and blends:
+        raise ConfigError(
+            f"soft_labels.mode = 'dense' forms its targets on the fly and would bypass lever_blend_targets, "
+            f"answered by {', '.join(map(plugins.describe, blends))}",
+            where="[soft_labels] mode",
+            fix="use mode = 'sparse' with this plugin, or exclude it (LEVER_LOAD_PLUGINS)",
+        )
     r = _reg(plugins.adapters(), name, "adapter", "trainer.adapter")
     with plugins.guard(r, "preflight"):
         adapter.preflight(cfg.trainer)

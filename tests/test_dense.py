@@ -212,3 +212,27 @@ def test_ab_dense_mode_end_to_end(tmp_path: Path, tiny_lf: Path, monkeypatch):
     assert z["doc"].shape[0] == 60 and z["lbl_doc"].shape[0] == 12
     # the head teacher's document side is a trained projection: not the label side's frozen embedding
     assert np.abs(z["lbl_doc"] - z["lbl"]).max() > 1e-4
+
+
+def test_dense_mode_refuses_a_blend_plugin(tiny_lf: Path):
+    """Dense targets are formed on the fly: a third-party lever_blend_targets would be bypassed, so the run
+    is refused before any stage (and accepted in sparse mode)."""
+    from lever_plugins import plugins, stages
+    from lever_plugins.errors import ConfigError
+    from lever_plugins.hookspecs import hookimpl
+
+    class Blend:
+        @hookimpl
+        def lever_blend_targets(self, y, soft, config):
+            return None
+
+    pm = plugins.get_plugin_manager()
+    pm.register(Blend(), name="test-blend")
+    try:
+        cfg = config.from_dict({"data": {"path": str(tiny_lf)}, "soft_labels": {"mode": "dense"}})
+        with pytest.raises(ConfigError, match="bypass lever_blend_targets"):
+            stages.preflight(cfg)
+        stages.preflight(config.from_dict({"data": {"path": str(tiny_lf)}}))
+    finally:
+        pm.unregister(name="test-blend")
+    stages.preflight(cfg)
