@@ -37,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from lever_plugins import config as cfgmod
-    from lever_plugins import pipeline as pl
+    from lever_plugins import stages as pl
     from lever_plugins.metrics import evaluate
     from lever_plugins.runs import Run
     from lever_plugins.trainer import ova
