@@ -423,10 +423,11 @@ def train(
         from lever_plugins.trainer.lbfgs import check_config, train_lbfgs
 
         check_config(config, hidden=hidden, finetune=encoder is not None)
-        arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress)
+        arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress,
+                                     device=device)  # fmt: skip
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
         return model, {
-            **shape_stats, "device": "cpu", "hidden": 0,
+            **shape_stats, "device": str(device), "hidden": 0,
             "epoch_seconds": [solved["seconds"]], "epoch_cpu_seconds": [solved["cpu_seconds"]],
             "train_loss": [solved["objective"]], "valid_p1": [], "epochs_run": 1, "best_epoch": 1,
             "best_valid_p1": None, **solved,
