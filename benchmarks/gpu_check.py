@@ -351,7 +351,8 @@ def step_renee_backward(ctx: Ctx) -> dict[str, Any]:
     from lever_plugins.wrap import patched
 
     real = GPU_DIR / "upstream" / "renee"
-    paths = [real, STANDINS / "pyxclib"] if (real / "dl_base.py").is_file() else [rc.STANDIN_RENEE, rc.STANDIN_XCLIB]
+    use_real = (real / "dl_base.py").is_file() and not ctx.cpu  # --cpu: the stand-in, as for ELIAS/CascadeXML
+    paths = [real, STANDINS / "pyxclib"] if use_real else [rc.STANDIN_RENEE, rc.STANDIN_XCLIB]
     out: dict[str, Any] = {"upstream": "real" if paths[0] == real else "standin", "device": ctx.device}
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:

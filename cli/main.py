@@ -30,6 +30,16 @@ def _load_cfg(config: str | None, **overrides: Any) -> Any:
     return cfgmod.load(config, nested)
 
 
+def _overrides(config: str | None, **overrides: Any) -> dict[str, Any]:
+    """The command's ``--set`` items and its own options as one nested dict (checked like :func:`_load_cfg`)."""
+    from lever_plugins import config as cfgmod
+
+    given = cfgmod.nest({k: v for k, v in overrides.items() if v is not None})
+    nested = cfgmod.merge(cfgmod.parse_sets(_sets()), given)
+    cfgmod.load(config, nested)  # a bad key or value: one line before anything runs
+    return nested
+
+
 def _sets() -> tuple[str, ...]:
     ctx = click.get_current_context(silent=True)
     return tuple(ctx.meta.get("lever.sets", ())) if ctx else ()
@@ -150,13 +160,14 @@ data_grp.add_command(build_grp)
 @click.option("-A", "A", type=float, help="Propensity A (overrides --name).")
 @click.option("-B", "B", type=float, help="Propensity B (overrides --name).")
 @click.option("--out", "out_path", type=click.Path(), help="Write metrics JSON here.")
-def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path) -> None:
+@click.option("--rows", "rows_path", type=click.Path(),
+              help="rows.json of a sliced run (max_train, max_test, hold-out): evaluate those rows of --truth "
+                   "(and take the run's train rows of --train).")
+def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, out_path, rows_path) -> None:
     """Evaluate a score matrix: P, nDCG, PSP, PSnDCG, R, coverage, macro P/R/F1 at k."""
-    from lever_plugins.data import read_filter, read_matrix
-    from lever_plugins.errors import ConfigError, DataError
-    from lever_plugins.metrics import evaluate, propensity_ab
+    from lever_plugins import api
+    from lever_plugins.errors import ConfigError
     from lever_plugins.metrics.propensity import check_ab
-    from lever_plugins.runs import write_json
 
     check_ab(A, B, where=("lever eval -A", "lever eval -B"))
     for flag, v in (("-A", A), ("-B", B)):
@@ -164,33 +175,10 @@ def eval_cmd(scores_path, truth_path, train_path, filter_path, ks, name, A, B, o
             raise ConfigError(f"{flag} sets a propensity, which needs the train labels", where=f"lever eval {flag}",
                               fix="pass --train TRAIN_LABELS, or drop it")  # fmt: skip
 
-    scores = read_matrix(scores_path, nonneg=False)  # logits and cosines may be negative
-    truth = read_matrix(truth_path)
-    if scores.shape != truth.shape:
-        raise DataError(
-            f"scores shape {scores.shape} != truth shape {truth.shape}",
-            where=scores_path,
-            fix="scores and truth need the same rows and label columns",
-        )
-    train = read_matrix(train_path) if train_path else None
-    if train is not None and train.shape[1] != truth.shape[1]:
-        raise DataError(f"train has {train.shape[1]} labels, truth {truth.shape[1]}", where=train_path)
-    pairs = read_filter(filter_path, truth.shape[0], truth.shape[1]) if filter_path else None
-    a, b = propensity_ab(name) if train is not None else (None, None)
-    if train is None:
+    m = api.evaluate(scores_path, truth_path, train=train_path, filter=filter_path, k=ks, name=name, A=A, B=B,
+                     out=out_path, rows=rows_path).metrics  # fmt: skip
+    if not train_path:
         click.echo("note: no --train: PSP and PSnDCG need the train labels' propensities, left out", err=True)
-    m = evaluate(
-        scores,
-        truth,
-        train_truth=train,
-        k=tuple(ks),
-        A=a if A is None else A,
-        B=b if B is None else B,
-        filter_pairs=pairs,
-        name=name,
-    )
-    if out_path:
-        write_json(out_path, m)
     width = max(len(k) for k in m)
     for key, v in m.items():
         click.echo(f"{key:<{width}}  {100 * v:7.2f}")
@@ -217,12 +205,17 @@ def common(f):
 @click.option("--adapter", help="Trainer adapter (default: builtin).")
 @click.option("--reference", type=click.Choice(["plt"]), help="Add a reference row: napkinXC PLT on TF-IDF.")
 @click.option("--upstream", type=click.Path(), help="Upstream checkout, for wrapping adapters (renee, elias, ...).")
-@click.option("--baseline", "baselines", multiple=True, help="Add a tail-baseline row: rerank, ensemble, label_rows.")
-def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> None:
-    """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap table, decile plot."""
-    from lever_plugins.runner import run_ab
+@click.option("--baseline", "baselines", multiple=True,
+              help="Add a baseline row: rerank, ensemble, label_rows, lever_rerank, lever_ensemble.")
+@click.option("--seeds", help="Comma-separated seeds (e.g. 13,14,15): one run each in OUT/seed-S, tables with "
+              "mean ± sd over the seeds.")
+def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines, seeds) -> None:
+    """Base vs +LEVER: same seed and settings, metrics, paired-bootstrap tables (md, csv, tex), decile plots."""
+    from lever_plugins import api
 
-    cfg = _load_cfg(
+    if seeds is not None and seed is not None:
+        raise click.UsageError("--seed and --seeds together: give one of them")
+    nested = _overrides(
         config,
         **{
             "data.path": data,
@@ -233,8 +226,31 @@ def ab_cmd(data, out, config, seed, adapter, reference, upstream, baselines) -> 
             "eval.baselines": list(baselines) or None,
         },
     )
-    run_ab(cfg, out, log=lambda s: click.echo(s, err=False))
-    click.echo(f"\nwrote {Path(out) / 'compare.md'}, {Path(out) / 'deciles.png'}")
+    res = api.ab(out=out, config=config, overrides=nested, seeds=seeds, log=lambda s: click.echo(s, err=False))
+    click.echo(f"\nwrote {', '.join(str(f) for f in res.files if f.suffix in ('.md', '.csv', '.tex', '.png'))}")
+
+
+@cli.command("sweep")
+@click.option("--data", type=click.Path(),
+              help="Data folder (a sweep evaluates on a hold-out of its train split only).")
+@click.option("--out", required=True, type=click.Path(), help="Sweep folder: points/<i>/ runs, sweep.csv, sweep.md.")
+@click.option("--config", "config", type=click.Path(), help="TOML config the grid changes; see configs/.")
+@click.option("--grid", "grid", multiple=True, required=True, metavar="SECTION.KEY=V1,V2",
+              help="A setting and its values, typed like TOML (repeatable: the grid is their product).")
+@click.option("--select", metavar="METRIC", help="Pick the winner by this +LEVER metric (e.g. psp@5): best.toml.")
+@click.option("--holdout", type=float, help="Fraction of train held out as test when [data] holdout is 0 (0.2).")
+@with_set
+def sweep_cmd(data, out, config, grid, select, holdout) -> None:
+    """Tune settings on a held-out slice of train (never the test split): every point of the grid, stages
+    shared across points; sweep.csv, a sorted sweep.md and, with --select, the winner as best.toml."""
+    from lever_plugins import api
+    from lever_plugins import config as cfgmod
+
+    points = dict(cfgmod.parse_grid(g) for g in grid)
+    res = api.sweep(data=data, out=out, config=config, grid=points, overrides=_overrides(config),
+                    select=select, holdout=holdout, log=click.echo)  # fmt: skip
+    written = [Path(out) / "sweep.csv", Path(out) / "sweep.md"] + ([res.best_config] if res.best_config else [])
+    click.echo(f"\nwrote {', '.join(map(str, written))}")
 
 
 @cli.command("teach")

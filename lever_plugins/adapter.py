@@ -52,6 +52,9 @@ class Arm:
     upstream: Path | None = None  # the upstream checkout ([trainer] upstream), resolved; None when unset
     upstream_args: tuple[str, ...] | list[str] = ()  # extra arguments for the upstream entry point
     top_k: int = 100  # predictions to keep per test document
+    # [soft_labels] mode = "dense": a lever_plugins.soft_labels.dense.DenseTargets giving the target of every
+    # (row, label) pair on demand; trainers that cannot take it train on ``targets`` (its sparse top-k export)
+    dense: Any = None
 
     @property
     def n_docs(self) -> int:

@@ -9,6 +9,9 @@ and reuses the A/B run's cached stages (features, teacher, soft labels, the base
   top-k and the teacher's top-k labels (classifier score 0 outside its top-k); α from a grid of 11 values,
   chosen on a 10 % hold-out of train by a classifier trained on the other 90 % (``[eval] ensemble_select``,
   default P@5 + PSP@5).
+- ``lever_rerank`` / ``lever_ensemble``: the same two applied to the +LEVER classifier (the distilled
+  student plus ReRank, or blended with the teacher at inference): the best system, not only the
+  teacher-free one (the paper's Table 10).
 - ``label_rows``: the trainer on the N + L rows (label texts as documents, each its own label) and no
   teacher neighbours: the augmented hard matrix of the soft-label stage.
 """
@@ -169,23 +172,36 @@ def _sparse_mark(sparse: Any) -> list[bool]:
 class ReRank:
     name = "rerank"
     title = "ReRank (inverse propensity)"
+    arm = "base"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
         from lever_plugins.metrics import inv_propensity
         from lever_plugins.stages import eval_kwargs
 
         ek = eval_kwargs(ctx.ds, ctx.cfg)
-        return rerank(ctx.scores["base"], inv_propensity(ctx.ds.binary_train(), ek["A"], ek["B"]))
+        return rerank(ctx.scores[self.arm], inv_propensity(ctx.ds.binary_train(), ek["A"], ek["B"]))
+
+
+class LeverReRank(ReRank):
+    name = "lever_rerank"
+    title = "+LEVER + ReRank"
+    arm = "lever"
 
 
 class Ensemble:
+    """α·σ(classifier) + (1 − α)·teacher cosine, α chosen on a 10 % train hold-out (module doc). The
+    classifier is the ``arm``'s: the base classifier (``ensemble``) or the distilled one (``lever_ensemble``,
+    the paper's Table 10 style "LEVER + teacher at inference")."""
+
     name = "ensemble"
     title = "teacher-classifier ensemble"
+    arm = "base"
 
     def run(self, ctx: BaselineContext) -> sp.csr_matrix:
         from lever_plugins.stages import (
             arm_sparse,
             cached_stage,
+            dense_targets,
             eval_kwargs,
             make_arm,
             save_csr,
@@ -200,44 +216,61 @@ class Ensemble:
         n_hold = max(1, int(round(HOLDOUT * n)))
         hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
         y = ds.binary_train()
-        base_key = ctx.arms["base"][2]
-        # the base classifier trained on 90 % of train, scored on the other 10 % (its own cached stage)
-        sparse = arm_sparse(ctx.feats, n)  # the same input as the base arm (TF-IDF head included)
+        x_arm, t_arm, arm_key = ctx.arms[self.arm]
+        rows = np.concatenate([rest, np.arange(n, t_arm.shape[0])])  # + the label rows of a +LEVER arm
+        # the arm's classifier trained on 90 % of train (and its label rows), scored on the other 10 %
+        sparse = arm_sparse(ctx.feats, t_arm.shape[0])  # the same input as the arm (TF-IDF head included)
+        dense = dense_targets(run, ds, cfg, t_arm.shape[0]) if self.arm == "lever" else None
+        all_texts = ds.trn_texts + ds.lbl_texts
+        name = "ensemble_holdout" if self.arm == "base" else f"{self.name}_holdout"
         arm = make_arm(
-            run, ds, cfg, "ensemble_holdout", ctx.feats["trn"][rest], y[rest], ctx.feats["trn"][hold],
-            x_sparse=None if sparse is None else (sparse[0][rest], sparse[0][hold]),
-            texts=([ds.trn_texts[i] for i in rest], [ds.trn_texts[i] for i in hold]), y_train=y[rest], y_test=y[hold],
+            run, ds, cfg, name, x_arm[rows], t_arm[rows], ctx.feats["trn"][hold],
+            x_sparse=None if sparse is None else (sparse[0][rows], sparse[0][hold]),
+            texts=([all_texts[i] for i in rows], [ds.trn_texts[i] for i in hold]),
+            y_train=y[rest], y_test=y[hold],
         )  # fmt: skip
+        if dense is not None:
+            from dataclasses import replace
+
+            arm = replace(arm, dense=replace(dense, hard=dense.hard[rows], rows=dense.rows[rows]))
         clf_hold, _ = train_stage(
-            run, arm, cfg, config_hash(base_key, "holdout", HOLDOUT, cfg.seed, *_sparse_mark(sparse)), ctx.log
+            run, arm, cfg, config_hash(arm_key, "holdout", HOLDOUT, cfg.seed, *_sparse_mark(sparse)), ctx.log
         )
         # the hold-out classifier's input decides alpha too
         key = config_hash(
-            tkey, base_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS,
-            *_sparse_mark(sparse),
+            tkey, arm_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS,
+            *_sparse_mark(sparse), *([self.arm] if self.arm != "base" else []),
         )  # fmt: skip
-        art = "baselines/ensemble/scores.npz"
+        art = f"baselines/{self.name}/scores.npz"
         ek = eval_kwargs(ds, cfg)
 
         def compute() -> dict:
             embed = teacher_embedder(ctx)
-            hold_emb = embed([ds.trn_texts[i] for i in hold])
+            # out-of-fold teacher embeddings of the hold-out documents when the teacher stage has them: a
+            # teacher trained on these documents would look better on them than on test documents
+            hold_emb = temb["doc"][hold] if temb.get("doc") is not None else embed([ds.trn_texts[i] for i in hold])
             alpha, values = choose_alpha(
                 clf_hold, hold_emb, temb["lbl"], y[hold], y[rest], cfg.eval.ensemble_select, cfg.trainer.top_k,
                 ek["A"], ek["B"],
             )  # fmt: skip
             s = ensemble_scores(
-                ctx.scores["base"], embed(ds.tst_texts), temb["lbl"], alpha, cfg.trainer.top_k, cfg.trainer.top_k
+                ctx.scores[self.arm], embed(ds.tst_texts), temb["lbl"], alpha, cfg.trainer.top_k, cfg.trainer.top_k
             )
             save_csr(run.root / art, s)
             stats = {"alpha": alpha, "holdout_select": {str(a): v for a, v in values.items()}}
-            write_json(run.root / "baselines" / "ensemble" / "alpha.json", stats)
+            write_json(run.root / "baselines" / self.name / "alpha.json", stats)
             if ctx.log:
-                ctx.log(f"[ensemble] alpha {alpha} ({cfg.eval.ensemble_select} on a {HOLDOUT:.0%} train hold-out)")
+                ctx.log(f"[{self.name}] alpha {alpha} ({cfg.eval.ensemble_select} on a {HOLDOUT:.0%} train hold-out)")
             return stats
 
-        cached_stage(run, "baseline_ensemble", key, [art], compute, ctx.log, uses=ctx.uses)
+        cached_stage(run, f"baseline_{self.name}", key, [art], compute, ctx.log, uses=ctx.uses)
         return sp.load_npz(run.root / art).tocsr()
+
+
+class LeverEnsemble(Ensemble):
+    name = "lever_ensemble"
+    title = "+LEVER + teacher ensemble"
+    arm = "lever"
 
 
 class LabelRows:

@@ -16,6 +16,7 @@ def _lazy(target: str) -> LazyFactory:
 @hookimpl
 def lever_register_teachers(register):
     register("siamese", _lazy("lever_plugins.teacher.siamese:SiameseTeacher"))
+    register("head", _lazy("lever_plugins.teacher.head:HeadTeacher"))
 
 
 @hookimpl
@@ -33,6 +34,8 @@ def lever_register_baselines(register):
     register("rerank", _lazy("lever_plugins.baselines:ReRank"))
     register("ensemble", _lazy("lever_plugins.baselines:Ensemble"))
     register("label_rows", _lazy("lever_plugins.baselines:LabelRows"))
+    register("lever_rerank", _lazy("lever_plugins.baselines:LeverReRank"))
+    register("lever_ensemble", _lazy("lever_plugins.baselines:LeverEnsemble"))
 
 
 @hookimpl(trylast=True)

@@ -8,14 +8,13 @@ import hashlib
 import json
 import math
 import re
+import tomllib
 import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from lever_plugins.errors import ConfigError
 
@@ -86,6 +85,8 @@ class SoftLabelConfig:
     label_rows: bool = True  # add every label as a training row (N+L rows)
     blend_lambda: float = 0.5  # target = lambda*y + (1-lambda)*p
     blend_mode: str = "paper"  # "paper" (lambda blend) or "union" (the official code's released matrix)
+    mode: str = "sparse"  # "sparse": kNN pairs above the threshold; "dense": the teacher's score on every scored pair
+    dense_truth: str = "one"  # dense: ground-truth pairs at 1 ("one") or at lambda + (1-lambda)*p ("blend")
     options: dict = field(default_factory=dict)  # [soft_labels.options]: keyword arguments for the provider's factory
 
 
@@ -124,7 +125,8 @@ class EvalConfig:
     bootstrap: int = 1000
     confidence: float = 0.95
     reference: str = ""  # "plt": add napkinXC PLT on TF-IDF (adapter lever-napkinxc) as a reference row
-    baselines: list[str] = field(default_factory=list)  # tail baselines as extra rows: rerank, ensemble, label_rows
+    # extra rows: rerank, ensemble, label_rows, lever_rerank, lever_ensemble
+    baselines: list[str] = field(default_factory=list)
     ensemble_select: str = "P@5+PSP@5"  # what the ensemble's alpha maximises on its train hold-out
 
 
@@ -219,6 +221,8 @@ _CHOICES = {
     ("soft_labels", "index"): ("auto", "flat", "hnsw", "ivf"),
     ("soft_labels", "calibration"): ("linear", "sigmoid"),
     ("soft_labels", "blend_mode"): ("paper", "union"),
+    ("soft_labels", "mode"): ("sparse", "dense"),
+    ("soft_labels", "dense_truth"): ("one", "blend"),
     ("trainer", "negatives"): ("full", "shortlist"),
     ("trainer", "solver"): ("sgd", "lbfgs"),
     ("data", "text"): ("title", "title+content"),
@@ -422,6 +426,16 @@ def trainer_key(trainer: TrainerConfig) -> dict[str, Any]:
             d.pop(k, None)
     if not d.get("tol"):  # tol = 0 is the solver before the key existed: keep those runs' keys
         d.pop("tol", None)
+    return d
+
+
+def soft_key(soft: SoftLabelConfig) -> dict[str, Any]:
+    """The soft-label settings a stage's cache key depends on: the dense-mode keys count only in dense mode,
+    so sparse runs keep the keys (and caches) they had before dense mode existed."""
+    d = dataclasses.asdict(soft)
+    if soft.mode == "sparse":
+        for k in ("mode", "dense_truth"):
+            d.pop(k, None)
     return d
 
 

@@ -23,7 +23,10 @@ def lever_register_teachers(register):
     factory's signature before any stage runs). The teacher has ``preflight()`` (before any stage: raise a
     LeverError if it cannot run, e.g. a model missing), ``fit(doc_texts, lbl_texts, y, workdir,
     resume=True) -> dict`` (training stats) and ``embed(texts) -> np.ndarray`` (L2-normalised float32
-    rows). Return value ignored.
+    rows; the document side). Optional: ``embed_labels(texts)`` (the label side, when it differs; default
+    ``embed``) and ``fit_embeddings()`` (document-side embeddings of the documents ``fit`` trained on,
+    out-of-fold, so the student is not distilled from the teacher's overfit; default ``embed`` of them).
+    Return value ignored.
     """
 
 
@@ -67,7 +70,8 @@ def lever_register_baselines(register):
 
 @hookspec(firstresult=True)
 def lever_blend_targets(y, soft, config):
-    """Fires after soft labels are built, before the trainer sees its targets.
+    """Fires after soft labels are built, before the trainer sees its targets (the streamed builder,
+    ``soft_labels.stream.write_soft_labels``, calls it once per block of rows: keep it row-local).
 
     ``y``: CSR (N+L)×L hard augmented targets (1 at ground truth and label rows); ``soft``: CSR of the
     same shape with the teacher's calibrated scores; ``config``: the run's SoftLabelConfig.
@@ -84,13 +88,23 @@ def lever_loss(logits, targets, config):
     Return a scalar torch loss that is a MEAN over the batch × candidates entries (the built-in trainer
     multiplies it by the number of candidate columns, so sampled shortlists weigh every entry alike),
     or None to let the next plugin answer.
+
+    Where a plugin answers it: the built-in trainer (every step); Renée (``xfc_backward``: the gradient of
+    each chunk of labels by autograd of this loss × entries; ``--default-impl``'s loss), ELIAS (the
+    classification term of ``ELIASLoss``, on ``logit`` of its top-K probabilities), CascadeXML (every
+    level's term), in both arms, called inside the launched upstream process (so the plugin must be an
+    installed distribution). With only the built-in answer, upstreams keep their own BCE (fast paths).
+    Adapters without ``takes_loss_hook`` (xreg, napkinxc) refuse a run in which a plugin implements it.
     """
 
 
 @hookspec
 def lever_run_event(run, event, payload):
-    """Fires at each stage boundary of a run: ``event`` is e.g. "stage_start", "stage_end",
-    "metrics", "artifact"; ``run`` the Run (its directory and config); ``payload`` a dict.
+    """Fires at each stage boundary of a run and inside stages: ``event`` is "stage_start", "stage_end",
+    "epoch" (teacher and built-in trainer: ``epoch``, ``loss``, ``docs_per_s``, ``seconds``), "valid",
+    "artifact" (``name``, ``path`` of each artefact a stage wrote) or "metrics" (``arm``, ``metrics``);
+    ``run`` the Run (``run.root`` its directory); ``payload`` a dict with ``stage`` for events inside a
+    stage. Full list: :mod:`lever_plugins.events`.
 
-    For loggers and trackers; return value ignored.
+    For loggers and trackers (e.g. the lever-tensorboard distribution); return value ignored.
     """

@@ -194,6 +194,23 @@ def implementers(hook_name: str, pm: pluggy.PluginManager | None = None) -> list
     return [impl.plugin_name for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls())]
 
 
+def loss_plugins(pm: pluggy.PluginManager | None = None) -> list[str]:
+    """The third-party plugins implementing ``lever_loss`` (empty: the built-in BCE, the "default loss").
+    Any of them may answer, so an adapter whose upstream loss cannot take the hook refuses the run."""
+    return [n for n in implementers("lever_loss", pm) if n not in BUILTIN_MODULES]
+
+
+def installed(plugin_name: str) -> bool:
+    """Whether the plugin came from an installed distribution (entry point), so that another Python process
+    of the same environment loads it too; the built-in plugin counts as installed."""
+    return plugin_name in _dists
+
+
+def describe(plugin_name: str) -> str:
+    """``name (distribution dist)`` for messages."""
+    return f"{plugin_name} (distribution {_dists.get(plugin_name, ('unknown',))[0]})"
+
+
 def _source_files(plugin: Any) -> list[Path]:
     """The installed source files of a plugin: every .py file of the top-level package its module belongs
     to (a plugin often keeps its code beside the module that holds the hooks), or the module file."""

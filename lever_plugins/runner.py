@@ -13,11 +13,11 @@ from typing import Any
 import scipy.sparse as sp
 
 from lever_plugins import config as cfgmod
-from lever_plugins import plugins
+from lever_plugins import plugins, report
 from lever_plugins.baselines import BaselineContext
 from lever_plugins.config import RunConfig
 from lever_plugins.errors import ConfigError
-from lever_plugins.report import reference_table, versions, write_compare, write_deciles
+from lever_plugins.report import versions, write_deciles
 from lever_plugins.runs import Run, write_json
 from lever_plugins.stages import (
     arm_inputs,
@@ -29,6 +29,7 @@ from lever_plugins.stages import (
     load_data,
     make_baseline,
     preflight,
+    save_rows,
     stage,
     train_stage,
 )
@@ -43,6 +44,7 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
     adapter = preflight(cfg)
     sig = data_signature(ds)
     with Run(out) as run:
+        save_rows(run, ds)
         with stage(run, "features", log):
             feats = features(ds, cfg, needed=adapter.needs_features)
         x, y, ukey = arm_inputs(run, ds, cfg, sig, feats, lever, log)
@@ -54,7 +56,7 @@ def train_one(cfg: RunConfig, out: str | Path, lever: bool = True, log: Any = pr
 
 def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
     """Base vs +LEVER with the same seed, features and trainer settings. Returns the comparison."""
-    from lever_plugins.compare import format_table, paired_bootstrap
+    from lever_plugins.compare import paired_bootstrap
     from lever_plugins.compare.arms import arm_settings
     from lever_plugins.compare.arms import report as arms_report
     from lever_plugins.compare.arms import summary as arms_summary
@@ -84,6 +86,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             )
     walls["data"] = time.perf_counter() - t0
     with Run(out) as run:
+        save_rows(run, ds)
         log(
             f"data {ds.name}: {len(ds.trn_texts)} train, {len(ds.tst_texts)} test, {ds.num_labels} labels"
             + (f" (hold-out {cfg.data.holdout:.0%} of train as test)" if cfg.data.holdout else "")
@@ -116,6 +119,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             scores["lever"],
             ds.y_tst,
             ek["train_truth"],
+            metrics=report.table_metrics(cfg.eval.k),
             n_boot=cfg.eval.bootstrap,
             confidence=cfg.eval.confidence,
             seed=cfg.seed,
@@ -123,11 +127,10 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             A=ek["A"],
             B=ek["B"],
         )
-        table = format_table(boot, names=("base", "+LEVER"))
-        rows = {"base": metrics["base"], "+LEVER": metrics["lever"]}
         check = arms_report(settings["base"], settings["lever"], {"teacher": cfgmod.to_dict(cfg.teacher),
                                                                   "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
         log(arms_summary(check))
+        rows: dict[str, dict[str, float]] = {}  # reference rows: title -> metrics
         if cfg.eval.reference == "plt":
             bl, r = reference
             ctx = BaselineContext(run, ds, cfg, sig, feats, arms, scores, log, [plugins.fingerprint(r.plugin)])
@@ -146,16 +149,20 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             emit(run, "metrics", arm=name, metrics=metrics[name])
             rows[bl.title] = metrics[name]
             extra[bl.title] = name
-        if len(rows) > 2:
-            what = ["napkinXC PLT on TF-IDF, binary targets"] if "plt" in metrics else []
-            what += ["tail baselines on the same features"] if extra else []
-            table += f"\n\nReference, same split ({'; '.join(what)}):\n\n" + reference_table(rows, tuple(boot))
-        write_compare(
-            run, ds.name, len(ds.tst_texts), ds.num_labels, cfg.eval.bootstrap, cfg.eval.confidence,
-            table + "\n\n" + arms_summary(check),
+        what = ["napkinXC PLT on TF-IDF, binary targets"] if "plt" in metrics else []
+        what += ["tail baselines on the same features"] if extra else []
+        compare = report.Table(
+            title=f"base vs +LEVER on {ds.name}",
+            header=[*report.header_lines(cfg, ds.name, ds.y_trn.shape[0], len(ds.tst_texts), ds.num_labels, check),
+                    report.bootstrap_line(cfg.eval.bootstrap, cfg.eval.confidence)],
+            boot=boot, extra=rows, footer=arms_summary(check),
+            extra_note=f"Reference, same split ({'; '.join(what)})",
         )  # fmt: skip
+        report.write_tables(run.root, compare)
+        table = compare.markdown_table() + ("\n" + compare.reference_markdown() if rows else "")
         runs = {"base": scores["base"], "+LEVER": scores["lever"], **{t: scores[a] for t, a in extra.items()}}
-        write_deciles(run, ds.name, runs, ds.y_tst, ek["train_truth"], ek["filter_pairs"])
+        write_deciles(run, ds.name, runs, ds.y_tst, ek["train_truth"], ek["filter_pairs"],
+                      k=report.decile_k(cfg.eval.k))
         walls["compare"] = time.perf_counter() - t1
         man = run.manifest()
         stage_secs = {k: v.get("seconds") for k, v in man.get("stages", {}).items()}
@@ -174,5 +181,11 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
                 "L": ds.num_labels,
             },
         )
+        timings = [("data", walls["data"], False)]
+        timings += [(t["stage"], t["seconds"], bool(t.get("cached"))) for t in run.timings]
+        timings.append(("compare", walls["compare"], False))
         log("\n" + table)
-        return {"metrics": metrics, "bootstrap": boot, "table": table}
+        log("time per stage: " + ", ".join(f"{n} {sec:.1f}s" + (" (cached)" if c else "") for n, sec, c in timings)
+            + f"; total {time.perf_counter() - t0:.1f}s")
+        return {"metrics": metrics, "bootstrap": boot, "table": table, "compare": compare,
+                "stage_seconds": {n: sec for n, sec, _ in timings}, "ab_check": check}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -189,6 +190,31 @@ class RunLockedError(LeverError):
     pass
 
 
+# A folder of finished stages shared by several run folders (``lever sweep`` grid points, ``lever ab --seeds``):
+# a stage that another run of the same sweep finished with the same key is copied, not recomputed.
+_STAGE_STORE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("lever_stage_store", default=None)
+
+
+@contextlib.contextmanager
+def stage_store(folder: str | Path) -> Iterator[Path]:
+    """Within the block, every :class:`Run` opened without its own ``store`` shares finished stages through
+    ``folder`` (``<stage>/<key>/``: the artefacts and the stage's manifest record)."""
+    token = _STAGE_STORE.set(Path(folder))
+    try:
+        yield Path(folder)
+    finally:
+        _STAGE_STORE.reset(token)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` (absent) as a hard link to ``src``, a copy across file systems. Artefacts are only ever
+    replaced by rename, never rewritten in place, so a link is a stable snapshot."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -208,8 +234,10 @@ class Run:
     nothing else in ``dir``: every other name there may be the user's.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, store: str | Path | None = None):
         self.root = Path(root)
+        self.store = Path(store) if store is not None else _STAGE_STORE.get()
+        self.timings: list[dict[str, Any]] = []  # each stage's {stage, seconds, cached} in this process, in order
         if self.root.exists() and not self.root.is_dir():
             raise LeverError("the output path exists and is not a folder", where=str(self.root),
                              fix="choose a folder for --out")
@@ -294,16 +322,64 @@ class Run:
         write_json(self.manifest_path, m)
 
     def stage_done(self, stage: str, key: str, artifacts: list[str]) -> bool:
-        """True when ``stage`` finished with config hash ``key`` and every artefact matches its checksum."""
+        """True when ``stage`` finished with config hash ``key`` and every artefact matches its checksum
+        (in this folder, or in the shared stage store, from which it is then copied in)."""
         rec = self.manifest().get("stages", {}).get(stage)
-        if not rec or rec.get("key") != key or rec.get("status") != "done":
+        if self._intact(self.root, rec, key, artifacts):
+            return True
+        return self._from_store(stage, key, artifacts)
+
+    @staticmethod
+    def _intact(root: Path, rec: Any, key: str, artifacts: list[str]) -> bool:
+        if not isinstance(rec, dict) or rec.get("key") != key or rec.get("status") != "done":
             return False
         sums = rec.get("sha256", {})
         for name in artifacts:
-            p = self.root / name
+            p = root / name
             if not p.exists() or sums.get(name) != sha256_file(p):
                 return False
         return True
+
+    def _stored(self, stage: str, key: str) -> Path | None:
+        if self.store is None or not key.replace("-", "").isalnum():
+            return None
+        return self.store / stage / key
+
+    def _from_store(self, stage: str, key: str, artifacts: list[str]) -> bool:
+        folder = self._stored(stage, key)
+        if folder is None or not (folder / "record.json").is_file():
+            return False
+        try:
+            rec = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not self._intact(folder / "files", rec, key, artifacts):
+            return False
+        for name in artifacts:  # each artefact atomically: a crash leaves a stage that is simply not done
+            dst = self.root / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = new_temp_file(dst)
+            remove_temp(tmp)
+            _link_or_copy(folder / "files" / name, tmp)
+            os.replace(tmp, dst)
+        m = self.manifest()
+        m.setdefault("stages", {})[stage] = {**rec, "from_store": str(folder)}
+        write_json(self.manifest_path, m)
+        return True
+
+    def _to_store(self, stage: str, key: str, artifacts: list[str], rec: dict[str, Any]) -> None:
+        folder = self._stored(stage, key)
+        if folder is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if self._intact(folder / "files", json.loads((folder / "record.json").read_text(encoding="utf-8")),
+                            key, artifacts):
+                return  # already stored (a damaged entry is replaced)
+        with atomic_dir(folder, replace=True) as tmp:
+            for name in artifacts:
+                (tmp / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+                _link_or_copy(self.root / name, tmp / "files" / name)
+            (tmp / "record.json").write_text(json.dumps(rec, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
     def record_stage(self, stage: str, key: str, artifacts: list[str], seconds: float, **extra: Any) -> None:
         m = self.manifest()
@@ -316,4 +392,5 @@ class Run:
             **extra,
         }
         write_json(self.manifest_path, m)
+        self._to_store(stage, key, artifacts, m["stages"][stage])
 

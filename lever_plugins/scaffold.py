@@ -45,7 +45,6 @@ _PLUGIN = {
 
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins import hookimpl
 
 
@@ -94,7 +93,6 @@ _PLUGIN = {
 
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins import hookimpl
         from lever_plugins.soft_labels.augment import SoftLabels
         from lever_plugins.soft_labels.provider import KnnProvider
@@ -135,7 +133,6 @@ _PLUGIN = {
 
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins import Arm, LossFn, hookimpl
 
 
@@ -186,7 +183,6 @@ _PLUGIN = {
 
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins import hookimpl
 
 
@@ -265,8 +261,8 @@ _TEST = {
     "teacher": '''
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins.config import TeacherConfig
+
         from {module} import plugin
 
 
@@ -289,9 +285,9 @@ _TEST = {
     "soft-labels": '''
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins.config import SoftLabelConfig
         from lever_plugins.soft_labels.provider import KnnProvider
+
         from {module} import plugin
 
 
@@ -313,9 +309,9 @@ _TEST = {
 
         import numpy as np
         import scipy.sparse as sp
-
         from lever_plugins import Adapter, Arm
         from lever_plugins.config import TrainerConfig
+
         from {module} import plugin
 
 
@@ -407,6 +403,16 @@ test = ["pytest"]
 
 [tool.setuptools]
 packages = ["{module}"]
+
+[tool.ruff]
+line-length = 120
+target-version = "py311"
+
+[tool.ruff.lint]
+select = ["E", "F", "W", "I", "B", "UP"]
+
+[tool.ruff.lint.isort]
+known-first-party = ["{module}"]
 """
 
 _README = """\

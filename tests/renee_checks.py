@@ -63,12 +63,29 @@ def upstream_modules(*paths: Path, stub_apex: bool = False) -> Iterator[types.Mo
         sys.path[:] = saved_path
 
 
-def loss_patches() -> list[Patch]:
+def loss_patches(loss=None) -> list[Patch]:
+    if loss is not None:
+        return rp.loss_patches(loss)
     return [
         Patch("dl_base:XCCollator.__call__", rp.xccollator_call),
         Patch("dl_base:BCELossMultiNode.gather_embed", rp.gather_embed),
         Patch("dl_base:BCELossMultiNode.xfc_backward", rp.xfc_backward),
     ]
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """A non-default lever_loss (what a plugin answers): focal BCE with soft targets, MEAN over entries."""
+    p = torch.sigmoid(logits)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    weight = (targets * (1 - p) + (1 - targets) * p) ** gamma
+    return (weight * bce).mean()
+
+
+def pos_weighted_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Another non-default lever_loss: BCE with positives (target mass) weighted 3×, MEAN over entries."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, targets, pos_weight=torch.tensor(3.0), reduction="mean"
+    )
 
 
 def soft_matrix(rng: np.random.Generator, n: int, L: int, density: float = 0.3) -> sp.csr_matrix:
@@ -100,13 +117,15 @@ def make_dataset(dl_base: types.ModuleType, folder: Path, labels: sp.csr_matrix,
 
 
 def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: bool, seed: int = 0,
-                  fp16: bool = False, w_std: float = 0.5, binary: bool = False, device: str = "cpu") -> dict:
+                  fp16: bool = False, w_std: float = 0.5, binary: bool = False, ref_loss=None,
+                  device: str = "cpu") -> dict:
     """One training batch through XCCollator → gather_embed → xfc_forward/xfc_backward, chunked as
     ``GenericModel.fit`` does, and the autograd reference: BCEWithLogits(sum) of (embed Wᵀ, T[batch]).
 
     ``fp16``: Renée's ``--fp16xfc`` path (fp16 logits and GEMMs, emulated on CPU, AMP scale 2**12 from a
     CPU GradScaler: the CUDA one upstream builds disables itself without a GPU); the reference then
     takes the fp16-rounded embeddings and weights in fp32 autograd. ``binary``: every target is 1.
+    ``ref_loss``: a plugin loss (a MEAN over entries); the reference is then its value × entries.
     ``device``: where the model, batch and GEMMs live ("cuda" in benchmarks/gpu_check.py; real fp16 GEMMs
     and the CUDA GradScaler there); the autograd reference runs on the same device."""
     rng = np.random.default_rng(seed)
@@ -151,7 +170,10 @@ def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: 
     E = rounded(embed).clone().requires_grad_(True)
     W = rounded(W0).clone().requires_grad_(True)
     dense = torch.from_numpy(T[ids].toarray()).to(device)
-    ref = torch.nn.BCEWithLogitsLoss(reduction="sum")(E @ W.t(), dense)
+    if ref_loss is None:
+        ref = torch.nn.BCEWithLogitsLoss(reduction="sum")(E @ W.t(), dense)
+    else:
+        ref = ref_loss(E @ W.t(), dense) * dense.numel()
     ref.backward()
     binary = torch.nn.BCEWithLogitsLoss(reduction="sum")(embed @ W0.t(), (dense > 0).float())
     return {
@@ -186,6 +208,42 @@ def check_soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_cu
     assert out["loss"] == pytest.approx(out["ref_loss"], rel=1e-5)
     assert len(set(out["grad_ptrs"])) == 1  # one fp32 weight gradient, accumulated in place over the chunks
     return out
+
+
+def check_plugin_loss_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: bool, loss) -> dict:
+    """With a plugin loss the patched backward is autograd of THAT loss (× entries: Renée sums) on the whole
+    batch, though it runs chunk by chunk on detached logits with Renée's own GEMMs; and it differs from the
+    default soft-BCE gradient (the plugin is not ignored)."""
+    calls = []
+
+    def hook(logits, targets):
+        calls.append(tuple(logits.shape))
+        return loss(logits, targets)
+
+    with patched(loss_patches(hook)):
+        out = soft_backward(dl_base, tmp, accum, use_custom, ref_loss=loss)
+    with patched(loss_patches()):
+        bce = soft_backward(dl_base, tmp, accum, use_custom)
+    assert len(calls) == accum  # once per chunk
+    torch.testing.assert_close(out["grad_input"], out["ref_grad_input"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out["grad_w"], out["ref_grad_w"], atol=1e-5, rtol=1e-5)
+    assert out["loss"] == pytest.approx(out["ref_loss"], rel=1e-5)
+    assert len(set(out["grad_ptrs"])) == 1
+    assert not torch.allclose(out["grad_w"], bce["grad_w"], atol=1e-3)
+    return out
+
+
+def check_default_impl_plugin_loss(dl_base: types.ModuleType, loss) -> None:
+    """``--default-impl``: GenericModel's ``default_loss`` is the plugin loss (× entries) once patched."""
+    args = args_for(4, default_impl=True)
+    logits = torch.randn(5, 8)
+    t = (torch.rand(5, 8) > 0.6).float() * torch.rand(5, 8)
+    with patched(rp.loss_patches(loss)):
+        model = dl_base.GenericModel(0, args, 8, 8, 5, [torch.nn.Identity()], device="cpu", name="t", out_dir=".")
+        got = model.default_loss(logits, t)
+    torch.testing.assert_close(got, loss(logits, t) * 40)
+    plain = dl_base.GenericModel(0, args, 8, 8, 5, [torch.nn.Identity()], device="cpu", name="t", out_dir=".")
+    assert isinstance(plain.default_loss, torch.nn.BCEWithLogitsLoss)
 
 
 def check_fp16_backward(dl_base: types.ModuleType, tmp: Path, accum: int) -> None:

@@ -197,6 +197,71 @@ def test_leaf_loss_is_bce_against_blended_target(root: Path, tmp_path: Path, ber
         assert len(model(x, mask, 0)) == 3
 
 
+def focal(logits, targets, gamma: float = 2.0):
+    """A non-default lever_loss (what a plugin answers): focal BCE on soft targets, MEAN over entries."""
+    import torch
+
+    p = torch.sigmoid(logits)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (((targets * (1 - p) + (1 - targets) * p) ** gamma) * ce).mean()
+
+
+@pytest.mark.parametrize("lever", [False, True], ids=["base", "lever"])
+@pytest.mark.parametrize("root", ROOTS)
+def test_plugin_loss_is_every_levels_loss(root: Path, tmp_path: Path, bert12: Path, one_torch_thread, lever: bool):
+    """A loss plugin's lever_loss replaces every level's term (binary coarse targets; the blended leaf target in
+    the +LEVER arm): the gradient of every parameter equals autograd of Σ rw_i · focal(logits_i, target_i)."""
+    import torch
+
+    adapter, ctx, spec, params = prepared(tmp_path, root, bert12, lever=lever)
+    calls: list = []
+
+    def plugin(logits, targets):
+        calls.append(tuple(logits.shape))
+        return focal(logits, targets)
+
+    adapter.plugin_loss = lambda: plugin  # what the launched process gets from the lever_loss hook
+    with upstream(root, adapter, spec.payload):
+        import CascadeXML
+        import main
+
+        ds = train_set(params)
+        torch.manual_seed(0)
+        model = CascadeXML.CascadeXML(params=params, train_ds=ds, device=torch.device("cpu"))
+        model.eval()
+        rows = [0, 3, 5, 9, 20, 23] + ([24, 30, 41, 43] if lever else [])
+        x, mask, labels = main.multi_collate([ds[i] for i in rows])
+        n = len(model.Cn)
+        assert len(labels) == (n + 2 if lever else n)
+
+        original = CascadeXML.CascadeXML.forward.__wrapped__
+        seen: list = []
+        hook = model.loss_fn.register_forward_hook(lambda m, inp, out: seen.append((inp[0], inp[1])))
+        _, cands, stock = original(model, x, mask, 0, labels[:n])
+        hook.remove()
+        targets = [t for _, t in seen]
+        if lever:
+            dense = np.hstack([ctx.targets.toarray(), np.zeros((ctx.targets.shape[0], 1))])
+            targets[-1] = torch.tensor(dense[np.asarray(rows)[:, None], cands[-1].numpy()], dtype=torch.float32)
+            assert ((targets[-1] > 0) & (targets[-1] < 1)).any()
+        rw = params.rw_loss
+        expected = sum(rw[i] * focal(seen[i][0], targets[i]) for i in range(n))
+        expected.backward()
+        want = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+
+        _, _, loss = model(x, mask, 0, labels)
+        assert calls == [tuple(lg.shape) for lg, _ in seen]  # every level went through the hook
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert abs(loss.item() - stock.item()) > 1e-4
+        loss.backward()
+        got = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        assert set(got) == set(want) and any(k.startswith("Cn.0") for k in got)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=1e-4)
+        assert type(model.loss_fn).__name__ == "BCEWithLogitsLoss"
+
+
 # ------------------------------------------------------------------------------------ the data
 
 

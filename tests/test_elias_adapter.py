@@ -208,6 +208,90 @@ def test_loss_sees_blended_values_shortlist_and_forcing_only_hard(upstream: Path
     assert abs(float(stock.detach()) - float(loss.detach())) > 1e-4
 
 
+def focal(logits, targets, gamma: float = 2.0):
+    """A non-default lever_loss (what a plugin answers): focal BCE on soft targets, MEAN over entries."""
+    import torch
+
+    p = torch.sigmoid(logits)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (((targets * (1 - p) + (1 - targets) * p) ** gamma) * ce).mean()
+
+
+@pytest.mark.parametrize("arm", ["base", "lever"])
+def test_plugin_loss_is_the_classification_term(upstream: Path, tmp_path: Path, arm: str):
+    """With a loss plugin, ELIAS's classification term is the plugin's loss on the logits of the top-K
+    probabilities (autograd oracle on the model's outputs); the shortlist term is ELIAS's own, on hard
+    labels in the +LEVER arm. Unpatched again afterwards."""
+    import torch
+
+    n_labels, K, S, lam, n = 24, 10, 8, 0.5, 5
+    rng = np.random.default_rng(1)
+    blend = sp.random(n, n_labels, density=0.15, format="csr", random_state=rng, dtype=np.float32)
+    blend.data = (0.2 + 0.6 * blend.data).astype(np.float32)
+    hard = csr([{int(j): 1.0} for j in rng.integers(0, n_labels, n)], n_labels)
+    blend = sp.csr_matrix(blend.maximum(hard), dtype=np.float32)
+    y_mat = blend if arm == "lever" else hard
+
+    def pad(m):
+        width = max(int(np.diff(m.indptr).max()), 1)
+        inds = torch.full((n, width), n_labels, dtype=torch.long)
+        vals = torch.zeros((n, width))
+        for i in range(n):
+            r = m[i]
+            inds[i, : r.nnz], vals[i, : r.nnz] = torch.as_tensor(r.indices), torch.as_tensor(r.data)
+        return {"inds": inds, "vals": vals}
+
+    b = {"y": pad(y_mat)}
+    if arm == "lever":
+        b["y_hard"] = pad(hard)
+    # the model's outputs: top-K candidates (all positives among them) and a shortlist, probabilities in (0, 1)
+    ti = torch.as_tensor(np.stack([rng.permutation(np.r_[y_mat[i].indices, np.setdiff1d(
+        np.arange(n_labels), y_mat[i].indices)])[:K] for i in range(n)]))
+    for i in range(n):  # every stored label among the candidates
+        pos = y_mat[i].indices
+        rest = [c for c in ti[i].tolist() if c not in pos][: K - len(pos)]
+        ti[i] = torch.as_tensor(np.r_[pos, rest])
+    si = torch.as_tensor(np.stack([rng.permutation(n_labels + 1)[:S] for _ in range(n)]))
+    tv = torch.sigmoid(torch.as_tensor(rng.standard_normal((n, K)), dtype=torch.float32)).requires_grad_(True)
+    sv = torch.sigmoid(torch.as_tensor(rng.standard_normal((n, S)), dtype=torch.float32)).requires_grad_(True)
+    out = (tv, ti, sv, si)
+    args = SimpleNamespace(numy=n_labels, loss_lambda=lam)
+    payload = {"lever": arm == "lever", "n_docs": n, "seed": 0, "y_orig": None, "y_hard": None}
+    calls = []
+
+    def plugin(logits, targets):
+        calls.append(tuple(logits.shape))
+        return focal(logits, targets)
+
+    with elias_on_path(upstream) as imp:
+        losses = imp("losses")
+        original = vars(losses.ELIASLoss)["forward"]
+        stock_short = losses.ELIASLoss(args)
+        patches = [p for p in make_patches(payload, loss=plugin) if p.module == "losses"]
+        with patched(patches):
+            crit = losses.LOSSES[LOSS if arm == "lever" else "elias-loss"](args)
+            got = crit(lambda _b: out, b)
+        g_tv, g_sv = torch.autograd.grad(got, [tv, sv])
+        # shortlist term by ELIAS itself (unpatched): its total minus its own classification BCE, / lambda
+        y_short = b["y_hard"] if arm == "lever" else b["y"]
+        t_short = torch.zeros(n, K)
+        for i in range(n):
+            t_short[i] = torch.as_tensor(y_mat[i].toarray()[0] if arm == "base" else hard[i].toarray()[0])[ti[i]]
+        ref_short = (stock_short(lambda _b: out, {"y": y_short})
+                     - torch.nn.functional.binary_cross_entropy(tv, t_short)) / lam
+        assert vars(losses.ELIASLoss)["forward"] is original
+    t_cls = torch.as_tensor(np.take_along_axis(y_mat.toarray(), ti.numpy(), axis=1))
+    assert (t_cls > 0).sum() == y_mat.nnz and ((t_cls > 0) & (t_cls < 1)).any() == (arm == "lever")
+    ref = focal(torch.logit(tv, eps=1e-6), t_cls) + lam * ref_short
+    r_tv, r_sv = torch.autograd.grad(ref, [tv, sv])
+    assert calls == [(n, K)]
+    assert float(got.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    torch.testing.assert_close(g_tv, r_tv, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(g_sv, r_sv, atol=1e-6, rtol=1e-5)
+    stock = torch.nn.functional.binary_cross_entropy(tv, t_cls)
+    assert not torch.allclose(torch.autograd.grad(stock, tv)[0], r_tv, atol=1e-4)  # the plugin loss is not BCE
+
+
 # ------------------------------------------------------------------------- data side, propensity
 
 

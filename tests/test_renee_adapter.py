@@ -21,14 +21,18 @@ from lever_renee.adapter import ReneeAdapter, flag_value
 from renee_checks import (
     STANDIN_RENEE,
     STANDIN_XCLIB,
+    check_default_impl_plugin_loss,
     check_fp16_backward,
+    check_plugin_loss_backward,
     check_reader_and_propensity,
     check_reversible,
     check_soft_backward,
     check_unpatched_binarises,
     default_impl_targets,
+    focal_loss,
     jain_inv_propensity,
     loss_patches,
+    pos_weighted_bce,
     soft_backward,
     upstream_modules,
 )
@@ -50,6 +54,16 @@ def standin(one_torch_thread):
 def test_patched_backward_is_autograd_of_soft_bce(standin, tmp_path: Path, accum: int, use_custom: bool):
     out = check_soft_backward(standin, tmp_path, accum, use_custom)
     assert out["batch"]["zv"].dtype == torch.float32 and (out["batch"]["zv"] < 1).any()
+
+
+@pytest.mark.parametrize(("accum", "use_custom", "loss"),
+                         [(1, False, focal_loss), (3, False, focal_loss), (1, True, pos_weighted_bce)])
+def test_plugin_loss_backward_is_autograd_of_that_loss(standin, tmp_path: Path, accum: int, use_custom: bool, loss):
+    check_plugin_loss_backward(standin, tmp_path, accum, use_custom, loss)
+
+
+def test_default_impl_takes_the_plugin_loss(standin):
+    check_default_impl_plugin_loss(standin, focal_loss)
 
 
 @pytest.mark.parametrize("accum", [1, 3])

@@ -17,13 +17,17 @@ from conftest import DEBTAGS, lever
 from lever_renee import files
 from lever_renee.adapter import TESTED, ReneeAdapter
 from renee_checks import (
+    check_default_impl_plugin_loss,
     check_fp16_backward,
+    check_plugin_loss_backward,
     check_reader_and_propensity,
     check_reversible,
     check_soft_backward,
     check_unpatched_binarises,
     cpu_train,
     default_impl_targets,
+    focal_loss,
+    pos_weighted_bce,
     upstream_modules,
 )
 
@@ -64,6 +68,16 @@ def test_doctor_on_real_checkout_and_a_renamed_symbol(tmp_path: Path):
 @pytest.mark.parametrize(("accum", "use_custom"), [(1, False), (3, False), (1, True)])
 def test_real_patched_backward_is_autograd_of_soft_bce(real, tmp_path: Path, accum: int, use_custom: bool):
     check_soft_backward(real, tmp_path, accum, use_custom)
+
+
+@pytest.mark.parametrize(("accum", "use_custom", "loss"),
+                         [(1, False, focal_loss), (3, False, focal_loss), (1, True, pos_weighted_bce)])
+def test_real_plugin_loss_backward_is_autograd_of_that_loss(real, tmp_path: Path, accum: int, use_custom: bool, loss):
+    check_plugin_loss_backward(real, tmp_path, accum, use_custom, loss)
+
+
+def test_real_default_impl_takes_the_plugin_loss(real):
+    check_default_impl_plugin_loss(real, focal_loss)
 
 
 @pytest.mark.parametrize("accum", [1, 3])

@@ -157,3 +157,20 @@ def test_editing_a_plugin_recomputes_exactly_its_stages(scaffolded, tmp_path: Pa
     teacher.write_text(teacher.read_text() + "\n# edited\n")
     cached = _cached(ab().stdout)
     assert "train_base" in cached and not {"teacher", "soft_labels", "train_lever"} & cached
+
+
+def test_scaffolded_packages_are_ruff_clean(scaffolded):
+    """Each generated distribution passes ruff under its own pyproject's rules (import order included)."""
+    import shutil
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    _, roots = scaffolded
+    for kind, root in roots.items():
+        r = subprocess.run([ruff, "check", "--no-cache", "."], cwd=root, capture_output=True, text=True)
+        assert r.returncode == 0, f"{kind}: {r.stdout}{r.stderr}"
+        r = subprocess.run([ruff, "check", "--no-cache", "--select", "I", "--isolated", "--line-length", "120",
+                            "--config", f"lint.isort.known-first-party = ['{names(DISTS[kind])[0]}']", "."],
+                           cwd=root, capture_output=True, text=True)  # fmt: skip
+        assert r.returncode == 0, f"{kind}: {r.stdout}{r.stderr}"

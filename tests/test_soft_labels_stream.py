@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from lever_plugins.config import SoftLabelConfig
+from lever_plugins.hookspecs import hookimpl
 from lever_plugins.soft_labels import blend, build_soft_labels
 from lever_plugins.soft_labels.stream import CsrNpzWriter, write_soft_labels
 
@@ -75,3 +76,39 @@ def test_writer_leaves_nothing_on_error(tmp_path):
         w.append(sp.identity(4, format="csr", dtype=np.float32))  # wrong column count
     assert (tmp_path / "m.npz").read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+class SquaredTeacher:
+    """A third-party blend (row-local): ground truth 1, teacher-only pairs at p̂² (no lambda)."""
+
+    def __init__(self):
+        self.blocks = []
+
+    @hookimpl(tryfirst=True)
+    def lever_blend_targets(self, y, soft, config):
+        self.blocks.append(y.shape[0])
+        s = sp.csr_matrix(soft, dtype=np.float32, copy=True)
+        s.data = s.data**2
+        return blend(y, s, 0.0, mode="union")
+
+
+def test_streamed_targets_come_from_the_blend_hook(tmp_path):
+    """write_soft_labels asks lever_blend_targets (a plugin answers first), once per row block: never its own blend."""
+    from lever_plugins import plugins
+
+    y, doc, lbl, has_text = problem(4)
+    c = dataclasses.replace(SoftLabelConfig(), tau_l=4, tau_d=3, k=10, threshold=0.7, chunk_size=8, blend_lambda=0.3)
+    ref = build_soft_labels(y, doc, lbl, c, has_text=has_text)
+    plugin = SquaredTeacher()
+    pm = plugins.get_plugin_manager()
+    pm.register(plugin, name="squared-teacher")
+    try:
+        write_soft_labels(tmp_path, y, doc, lbl, c, has_text=has_text, bucket_rows=20)
+    finally:
+        pm.unregister(name="squared-teacher")
+    squared = ref.soft.copy()
+    squared.data = squared.data**2
+    want = blend(ref.y_aug, squared, 0.0, mode="union")
+    same_csr(sp.load_npz(tmp_path / "targets.npz"), want)
+    assert plugin.blocks == [20, 20, 20, 20, 20, 15]  # N + L = 115 rows in blocks of 20
+    assert abs(want - blend(ref.y_aug, ref.soft, 0.3)).max() > 0.05  # the plugin's blend differs from the default

@@ -27,6 +27,11 @@ class Dataset:
     trn_uids: list[str] | None = None
     tst_uids: list[str] | None = None
     lbl_uids: list[str] | None = None
+    # After a slice (max_train, max_test, hold-out): each row's index in the split it was taken from (the
+    # test rows' split is ``tst_from``: "test", or "train" for a hold-out); None when the split is whole.
+    trn_rows: np.ndarray | None = None
+    tst_rows: np.ndarray | None = None
+    tst_from: str = "test"
 
     @property
     def num_labels(self) -> int:

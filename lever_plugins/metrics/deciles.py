@@ -83,11 +83,12 @@ def decile_contributions(scores: sp.spmatrix, truth: sp.spmatrix, train_truth: s
     }
 
 
-def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Grouped bars (one group per bin, one bar per run) of each bin's contribution to P@k, as PNG.
+def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: str = "",
+                 formats: tuple[str, ...] = ("png",)) -> Path:
+    """Grouped bars (one group per bin, one bar per run) of each bin's contribution to P@k.
 
     ``results``: run name -> ``decile_contributions`` output; all must share bins, mode and k.
-    Written atomically; returns ``path``.
+    Written atomically as ``path`` with each suffix of ``formats`` (png, pdf, svg); returns ``path``.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -117,6 +118,12 @@ def plot_deciles(results: dict[str, dict[str, Any]], path: str | Path, title: st
     ax.legend()
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    import matplotlib
+
+    # SVG and PDF keep their text as text (editable, searchable in a paper's figure), no creation date
+    with matplotlib.rc_context({"svg.fonttype": "none", "pdf.fonttype": 42, "svg.hashsalt": "lever"}):
+        for fmt in formats:
+            with atomic_path(path.with_suffix(f".{fmt}")) as tmp:
+                meta = {"Date": None} if fmt == "svg" else {"CreationDate": None} if fmt == "pdf" else None
+                fig.savefig(tmp, format=fmt, dpi=120, metadata=meta)
     return path

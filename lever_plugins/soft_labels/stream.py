@@ -179,6 +179,27 @@ def _y_aug_block(y: sp.csr_matrix, lo: int, hi: int, label_rows: bool) -> sp.csr
     return sp.csr_matrix(out, dtype=np.float32)
 
 
+def hook_blend(config: SoftLabelConfig) -> Callable[[sp.csr_matrix, sp.csr_matrix], sp.csr_matrix]:
+    """``blend_fn`` that asks the ``lever_blend_targets`` hook (the first plugin that answers; the built-in
+    blend last), with a plugin's exception as one line naming it."""
+    from lever_plugins import plugins
+
+    hook = plugins.get_plugin_manager().hook.lever_blend_targets
+
+    def blend_fn(y: sp.csr_matrix, soft: sp.csr_matrix) -> sp.csr_matrix:
+        with plugins.guard_hook("lever_blend_targets"):
+            out = hook(y=y, soft=soft, config=config)
+        out = sp.csr_matrix(out, dtype=np.float32)
+        if out.shape != y.shape:
+            from lever_plugins.errors import PluginError
+
+            raise PluginError(f"lever_blend_targets returned shape {out.shape} for a block of {y.shape}",
+                              where="lever_blend_targets", fix="return the blended targets of the rows given")
+        return out
+
+    return blend_fn
+
+
 def write_soft_labels(
     out_dir: str | Path,
     y_trn: sp.spmatrix,
@@ -195,13 +216,13 @@ def write_soft_labels(
 ) -> dict[str, Any]:
     """Write ``y_aug.npz``, ``soft.npz`` and ``targets.npz`` (CSR, ``sp.load_npz``) into ``out_dir`` in
     chunks (module doc). The matrices equal :func:`build_soft_labels`' ``y_aug`` and ``soft`` and the
-    blend of the two; ``blend_fn(y_block, soft_block)`` must be row-local (the built-in blend is;
-    default: :func:`~lever_plugins.soft_labels.blend.blend` with the config's lambda and mode).
+    blend of the two; ``blend_fn(y_block, soft_block)`` must be row-local. Default: the ``lever_blend_targets``
+    hook (as the soft-label stage calls it), once per row block, so a blend plugin is never bypassed;
+    the built-in answer (:func:`~lever_plugins.soft_labels.blend.blend`, the config's lambda and mode) is
+    row-local, and a plugin used at this scale must be too.
     Under torchrun (``distributed=True``) every rank searches its share of the kNN and rank 0 writes.
     Returns the statistics of :func:`build_soft_labels` plus ``buckets`` and ``seconds_write``.
     """
-    from lever_plugins.soft_labels.blend import blend
-
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,8 +231,7 @@ def write_soft_labels(
     has_text = _check_inputs(y, doc_emb, lbl_emb, has_text, config)
     n_rows = n + n_lbl if config.label_rows else n
     if blend_fn is None:
-        def blend_fn(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.spmatrix:
-            return blend(a, b, config.blend_lambda, mode=config.blend_mode)
+        blend_fn = hook_blend(config)
     main = dist.is_main() or not distributed
     counters = _Counters()
     spill = PairSpill(out_dir, n_rows, n_lbl, bucket_rows)

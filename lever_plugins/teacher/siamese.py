@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from lever_plugins import distributed as dist
+from lever_plugins import events
 from lever_plugins.config import TeacherConfig, config_hash, to_dict
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.faults import crash_point
@@ -328,7 +329,7 @@ class SiameseTeacher:
 
             net.train()
             losses = []
-            t_epoch = time.perf_counter()
+            t_epoch, docs_before = time.perf_counter(), docs_seen
             bar = progress_bar(batches, desc=f"teacher epoch {epoch + 1}/{c.epochs}", unit="batch",
                                enabled=show, leave=False)
             for b in bar:
@@ -385,6 +386,9 @@ class SiameseTeacher:
             history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else None,
                             "steps": len(batches), "cluster_size": clustered_size if epoch >= c.cluster_start
                             else None, "seconds": round(time.perf_counter() - t_epoch, 3)})
+            secs = time.perf_counter() - t_epoch
+            events.emit("epoch", what="teacher", epoch=epoch + 1, loss=history[-1]["loss"],
+                        docs_per_s=(docs_seen - docs_before) / max(secs, 1e-9), seconds=round(secs, 3))
             if main:  # rank 0 writes; the others wait so that every rank leaves the epoch together
                 state = {
                     "version": 1, "key": key, "epoch": epoch + 1, "step": step, "history": history,

@@ -52,10 +52,11 @@ class BuiltinAdapter:
             return finetune.train_predict(
                 (arm.trn_texts, arm.tst_texts), arm.targets, config, arm.encoder, seed=arm.seed, loss_fn=loss,
                 progress=self.progress, x_sparse=arm.x_sparse, x_init=arm.x_train, encoder_dir=arm.encoder_dir,
+                dense=arm.dense,
             )  # fmt: skip
         from lever_plugins.trainer import ova
 
         return ova.train_predict(
             np.asarray(arm.x_train), arm.targets, np.asarray(arm.x_test), config, seed=arm.seed, loss_fn=loss,
-            progress=self.progress, x_sparse=arm.x_sparse,
+            progress=self.progress, x_sparse=arm.x_sparse, dense=arm.dense,
         )  # fmt: skip

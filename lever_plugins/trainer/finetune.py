@@ -102,6 +102,7 @@ def fit(
     progress: bool = True,
     x_sparse: sp.spmatrix | None = None,
     x_init: np.ndarray | None = None,
+    dense: Any = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Fine-tune ``encoder_config``'s model with the OvA head on ``trn_texts`` (one per target row).
 
@@ -135,7 +136,7 @@ def fit(
     enc.model.train()
     try:
         model, stats = ova.train(np.asarray(x_init, np.float32), targets, config, seed, loss_fn, progress,
-                                 x_sparse=x_sparse, encoder=hook)  # fmt: skip
+                                 x_sparse=x_sparse, encoder=hook, dense=dense)  # fmt: skip
     finally:
         enc.model.eval()
     train_s = float(sum(stats["epoch_seconds"]))
@@ -173,6 +174,7 @@ def train_predict(
     x_sparse: tuple[sp.spmatrix, sp.spmatrix] | None = None,
     x_init: np.ndarray | None = None,
     encoder_dir: str | Path | None = None,
+    dense: Any = None,
 ) -> tuple[sp.csr_matrix, dict[str, Any]]:
     """:func:`fit`, then the exact top ``config.top_k`` of the test texts re-encoded by the fine-tuned
     encoder (kNN fusion in the fine-tuned space: module docstring). ``texts`` = (training-row texts, test
@@ -186,7 +188,8 @@ def train_predict(
     xs_trn, xs_tst = x_sparse if x_sparse is not None else (None, None)
     device = ova._device(config.device)
     with _reproducible(device.type, seed):
-        model, enc, stats = fit(trn_texts, targets, config, encoder_config, seed, loss_fn, progress, xs_trn, x_init)
+        model, enc, stats = fit(trn_texts, targets, config, encoder_config, seed, loss_fn, progress, xs_trn, x_init,
+                                 dense=dense)
         t0 = time.perf_counter()
         bs = int(encoder_config.batch_size)
         x_tst = enc.encode(list(tst_texts), batch_size=bs, progress=progress)

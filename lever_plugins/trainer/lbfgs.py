@@ -81,6 +81,7 @@ def train_lbfgs(
     on_checkpoint: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     trace: list[float] | None = None,
     desc: str = "",
+    dense: Any = None,
     device: Any = "cpu",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
@@ -113,9 +114,11 @@ def train_lbfgs(
             part = x_sparse[s:e]
             xs = (_csr(part), _csr(part.T.tocsr()))
             xs = (xs[0].to(dev), xs[1].to(dev))
-        y = targets[s:e]
-        chunks.append((torch.from_numpy(x_train[s:e]).to(dev), xs,
-                       torch.from_numpy(y.toarray()).to(dev) if keep_dense else y))  # fmt: skip
+        if dense is not None:
+            y = torch.from_numpy(dense.block(slice(s, e))).to(dev) if keep_dense else slice(s, e)
+        else:
+            y = torch.from_numpy(targets[s:e].toarray()).to(dev) if keep_dense else targets[s:e]
+        chunks.append((torch.from_numpy(x_train[s:e]).to(dev), xs, y))
 
     W = torch.zeros(L, d, device=dev)
     b = torch.from_numpy(np.asarray(bias0, np.float32).copy()).to(dev)
@@ -138,7 +141,7 @@ def train_lbfgs(
                     z += xs[0] @ Ws
             z.requires_grad_(True)
             # the hook's value is a mean over entries; × entries / M makes Σ over the chunk / M
-            yd = y if keep_dense else torch.from_numpy(y.toarray()).to(dev)
+            yd = y if keep_dense else torch.from_numpy(dense.block(y) if dense is not None else y.toarray()).to(dev)
             loss = loss_fn(z, yd) * (z.numel() / M)
             loss.backward()
             g = z.grad

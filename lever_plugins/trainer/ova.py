@@ -73,6 +73,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lever_plugins import events
 from lever_plugins.errors import ConfigError, DataError
 from lever_plugins.topk import topk_by_id
 
@@ -366,6 +367,7 @@ def train(
     hidden: int | None = None,
     x_sparse: sp.spmatrix | None = None,
     encoder: Any = None,
+    dense: Any = None,
 ) -> tuple[OvAModel, dict[str, Any]]:
     """Train the OvA classifier on ``x_train`` (M×d) and soft or binary ``targets`` (M×L CSR in [0, 1]).
 
@@ -377,6 +379,10 @@ def train(
     ``encoder``: trainable features (:mod:`lever_plugins.trainer.finetune`): ``encoder.features(rows)``
     gives the batch's features as a tensor with autograd in place of ``x_train[rows]`` (``x_train`` then
     only seeds the head), and ``encoder.zero_grad()`` / ``encoder.step()`` run around each head update.
+    ``dense`` (:class:`lever_plugins.soft_labels.dense.DenseTargets`): the target of every scored pair is
+    ``dense.block(rows, columns)`` (the teacher's score on every column: all labels in full mode, each
+    batch's candidates in shortlist mode); ``targets`` then only seeds the head and, in shortlist mode,
+    contributes its stored entries to the candidates.
     Returns the trained model and JSON-able stats (per-epoch seconds, losses, validation P@1).
     """
     import torch
@@ -384,6 +390,9 @@ def train(
     from lever_plugins.progress import progress as progress_bar
 
     x_train, targets = _check_inputs(x_train, targets, config, x_valid, y_valid)
+    if dense is not None and dense.shape != targets.shape:
+        raise DataError(f"dense targets of shape {dense.shape} for {targets.shape} stored targets",
+                        where="trainer targets")  # fmt: skip
     if y_valid is not None:
         y_valid = sp.csr_matrix(y_valid)
     hidden = int(getattr(config, "hidden", 0) if hidden is None else hidden)
@@ -424,8 +433,10 @@ def train(
 
         check_config(config, hidden=hidden, finetune=encoder is not None)
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress,
-                                     device=device)  # fmt: skip
+                                     dense=dense, device=device)  # fmt: skip
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
+        events.emit("epoch", what="trainer", epoch=1, loss=solved["objective"],
+                    docs_per_s=M / max(solved["seconds"], 1e-9), seconds=solved["seconds"])
         return model, {
             **shape_stats, "device": str(device), "hidden": 0,
             "epoch_seconds": [solved["seconds"]], "epoch_cpu_seconds": [solved["cpu_seconds"]],
@@ -516,7 +527,7 @@ def train(
             xb = torch.from_numpy(x_train[idx]).to(device) if encoder is None else encoder.features(idx)
             h = feats(xb)
             if mode == "full":
-                yb = torch.from_numpy(sub.toarray()).to(device)
+                yb = torch.from_numpy(sub.toarray() if dense is None else dense.block(idx)).to(device)
                 logits = torch.addmm(bvec, h, W.T)
                 if xs is not None:
                     xb_s = xs[idx]
@@ -532,10 +543,13 @@ def train(
                 cand = np.unique(
                     np.concatenate([sub.indices, hard[hard >= 0].ravel(), neg_rng.integers(0, L, n_random)])
                 )
-                rows = np.repeat(np.arange(len(idx)), np.diff(sub.indptr))
-                dense = np.zeros((len(idx), len(cand)), np.float32)
-                dense[rows, np.searchsorted(cand, sub.indices)] = sub.data
-                yb = torch.from_numpy(dense).to(device)
+                if dense is None:
+                    rows = np.repeat(np.arange(len(idx)), np.diff(sub.indptr))
+                    block = np.zeros((len(idx), len(cand)), np.float32)
+                    block[rows, np.searchsorted(cand, sub.indices)] = sub.data
+                else:
+                    block = dense.block(idx, cand)
+                yb = torch.from_numpy(block).to(device)
                 cand_t = torch.from_numpy(cand).to(device)
                 wc = emb(cand_t)
                 logits = torch.addmm(wc[:, d], h, wc[:, :d].T)
@@ -573,10 +587,14 @@ def train(
         stats["train_loss"].append(loss_sum / max(n_batches, 1))
         if mode == "shortlist":
             stats["mean_candidates"].append(cand_sum / max(n_batches, 1))
+        secs = time.perf_counter() - t0
+        events.emit("epoch", what="trainer", epoch=epoch + 1, loss=stats["train_loss"][-1],
+                    docs_per_s=rows_done / max(secs, 1e-9), seconds=round(secs, 4))
         if use_valid:
             model = snapshot()
             p1 = _valid_p1(model, x_valid, y_valid)
             stats["valid_p1"].append(p1)
+            events.emit("valid", what="trainer", epoch=epoch + 1, valid_p1=p1)
             if p1 > best_p1:
                 best_p1, best_epoch, best_model, since_best = p1, epoch + 1, model, 0
             else:
@@ -602,13 +620,17 @@ def train_predict(
     x_valid: np.ndarray | None = None,
     y_valid: sp.spmatrix | None = None,
     x_sparse: tuple[sp.spmatrix, sp.spmatrix] | None = None,
+    dense: Any = None,
 ) -> tuple[sp.csr_matrix, dict[str, Any]]:
     """Train (see :func:`train`) and return the exact top ``config.top_k`` scores per test row (n×L CSR):
     logits, or fused scores when ``config.knn_alpha`` > 0. ``x_sparse``: (train, test) sparse features."""
     if not isinstance(x_test, np.ndarray) or x_test.ndim != 2 or x_test.shape[1] != np.shape(x_train)[1]:
         raise DataError("test features must be a 2-D array as wide as the training ones", where="trainer x_test")
     xs_trn, xs_tst = x_sparse if x_sparse is not None else (None, None)
-    model, stats = train(x_train, targets, config, seed, loss_fn, progress, x_valid, y_valid, x_sparse=xs_trn)
+    model, stats = train(x_train, targets, config, seed, loss_fn, progress, x_valid, y_valid, x_sparse=xs_trn,
+                         dense=dense)  # fmt: skip
+    if dense is not None:
+        stats["targets"] = "dense"
     t0 = time.perf_counter()
     alpha = float(getattr(config, "knn_alpha", 0.0))
     prior = None

@@ -160,10 +160,29 @@ class WrapAdapter:
 
     def preflight(self, config: Any) -> None:
         """Before any stage: the ``[trainer] upstream`` checkout fits the contract and the ``-- upstream
-        args`` pass :meth:`check_upstream_args`."""
+        args`` pass :meth:`check_upstream_args`; a plugin loss can reach the launched upstream."""
         self.check_upstream(config.upstream)
         if config.upstream_args:
             self.check_upstream_args(list(config.upstream_args))
+        if self.takes_loss_hook:
+            from lever_plugins import plugins
+
+            local = [n for n in plugins.loss_plugins() if not plugins.installed(n)]
+            if local:
+                raise UpstreamError(
+                    f"lever_loss plugin(s) {', '.join(local)} are registered in this process only; the "
+                    f"{self.name} upstream runs in its own process and would train without them",
+                    where="lever_loss hook",
+                    fix="install the plugin as a distribution (entry point group 'lever', see `lever new-plugin`)",
+                )
+
+    def plugin_loss(self) -> LossFn | None:
+        """For :meth:`patches` of adapters with ``takes_loss_hook``: in a launched upstream process, the
+        ``lever_loss`` hook bound to the run's TrainerConfig when a plugin answers it; None when the loss is
+        the default BCE (the patches then keep the upstream's own fast path) and outside a launch."""
+        from lever_plugins.wrap import boot
+
+        return boot.plugin_loss()
 
     def train_predict(self, arm: Arm, config: Any, loss: LossFn) -> tuple[sp.csr_matrix, dict[str, Any]]:
         """Prepare the upstream's files under ``OUT/<arm>/upstream``, launch it with the patches active
@@ -184,6 +203,12 @@ class WrapAdapter:
         t0 = time.perf_counter()
         spec = self.prepare(ctx)
         t1 = time.perf_counter()
+        loss_info = None
+        if self.takes_loss_hook:
+            from lever_plugins import plugins
+
+            if plugins.loss_plugins():  # else the upstream keeps its own (default BCE) loss
+                loss_info = {"plugins": plugins.loss_plugins(), "config": dataclasses.asdict(config)}
         if spec.commands:
             run_commands(
                 self.name, spec.commands, ctx.workdir, cwd=spec.cwd, env=spec.env, log=print
@@ -199,6 +224,7 @@ class WrapAdapter:
                         "argv": [*step.argv, *(ctx.upstream_args if i == 0 else [])],
                         "payload": step.payload,
                         "pythonpath": step.pythonpath,
+                        **({"loss": loss_info} if loss_info else {}),
                     },
                     ctx.workdir,
                     cwd=step.cwd,

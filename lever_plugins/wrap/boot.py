@@ -58,6 +58,38 @@ def activate(spec_path: str | Path | None = None) -> list[Any] | None:
     return _active["applied"]
 
 
+def plugin_loss() -> Any:
+    """In a launched upstream process: the ``lever_loss`` hook bound to the run's TrainerConfig when a plugin
+    answers it (the spec's ``loss`` entry, written by :meth:`WrapAdapter.train_predict` for adapters with
+    ``takes_loss_hook``), else None: the upstream keeps its own loss (the default BCE, fast path).
+
+    The hook is called here, in the upstream process, from this process's plugin manager (the same
+    installed distributions); it must see exactly the loss plugins the run saw, or this is an error."""
+    spec = _active.get("spec") or {}
+    info = spec.get("loss")
+    if not info:
+        return None
+    from lever_plugins import plugins
+    from lever_plugins.config import TrainerConfig
+    from lever_plugins.errors import UpstreamError
+
+    seen = sorted(plugins.loss_plugins())
+    if seen != sorted(info["plugins"]):
+        raise UpstreamError(
+            f"the upstream process sees lever_loss plugins {seen}, the run saw {sorted(info['plugins'])}",
+            where=f"{SPEC_ENV}={os.environ.get(SPEC_ENV, '')}",
+            fix="install the loss plugin as a distribution in the environment the upstream runs in",
+        )
+    config = TrainerConfig(**info["config"])
+    hook = plugins.get_plugin_manager().hook.lever_loss
+
+    def loss(logits: Any, targets: Any) -> Any:
+        with plugins.guard_hook("lever_loss"):
+            return hook(logits=logits, targets=targets, config=config)
+
+    return loss
+
+
 def chain_sitecustomize(ours: str) -> None:
     """Execute the next ``sitecustomize`` on sys.path (ours shadows e.g. Debian's), if there is one."""
     here = os.path.dirname(os.path.abspath(ours))

@@ -68,6 +68,7 @@ class CascadeXMLAdapter(WrapAdapter):
     name = "cascadexml"
     upstream = "https://github.com/xmc-aalto/cascadexml"
     tested = TESTED
+    takes_loss_hook = True  # a plugin's lever_loss is every level's term (lever_cascadexml.shims.LevelLoss)
 
     def __init__(
         self,
@@ -262,8 +263,9 @@ class CascadeXMLAdapter(WrapAdapter):
             Patch("dataset:MultiXMLGeneral.__init__", shims.dataset_init(payload.get("soft"))),
             Patch("dataset:MultiXMLGeneral.__getitem__", shims.dataset_getitem),
         ]
-        if payload.get("soft"):
-            out.append(Patch("CascadeXML:CascadeXML.forward", shims.soft_forward))
+        loss = self.plugin_loss()
+        if payload.get("soft") or loss is not None:
+            out.append(Patch("CascadeXML:CascadeXML.forward", shims.level_forward(loss)))
         out += self._multiproc_patches()
         return out
 

@@ -11,12 +11,13 @@ LEVER (both arms use the dataset patch; the +LEVER arm adds the loss patch):
   soft labels' clusters into the leaf shortlist); two trailing items carry the blended target's ids
   and values. ``main.multi_collate`` passes them on as extra "levels", which the training loop zips
   away and :func:`soft_forward` takes off before the model sees them.
-- :func:`soft_forward` — ``CascadeXML.CascadeXML.forward``: the leaf term of the multi-level loss is
+- :func:`level_forward` — ``CascadeXML.CascadeXML.forward``: the leaf term of the multi-level loss is
   BCE-with-logits against the blended target of each leaf candidate (0 where nothing is stored),
   autocast off, same mean over the padded candidate matrix as the upstream's term. With binary
   targets it equals the upstream loss exactly. Found from the inside, not by editing the loop: a
   forward hook on the leaf classifier ``Cn[-1]`` sees the candidates, and ``loss_fn`` is swapped for
-  the call's duration by a module that passes the coarse levels through.
+  the call's duration by a module that passes the coarse levels through. With a loss plugin (``lever_loss``
+  answered by a plugin) every level's term is the plugin's loss, in both arms.
 
 Traps (each a shim; none edits an upstream file):
 
@@ -126,52 +127,76 @@ def soft_target(candidates: torch.Tensor, ids: list[torch.Tensor], vals: list[to
     return out
 
 
-class LeafSoftLoss(nn.Module):
-    """Stands in for ``model.loss_fn`` during one forward: levels before the leaf go to the upstream's
-    loss unchanged; the leaf call (the last) gets BCE-with-logits against the blended target."""
+class LevelLoss(nn.Module):
+    """Stands in for ``model.loss_fn`` during one forward (one call per level, coarse to leaf).
 
-    def __init__(self, hard: nn.Module, levels: int, state: dict[str, Any]):
+    Without a plugin ``loss``: levels before the leaf go to the upstream's loss unchanged; the leaf (the
+    last call) gets BCE-with-logits against the blended target. With a plugin ``loss`` (a ``lever_loss``
+    answered by a plugin; a MEAN over the entries, as the upstream's ``BCEWithLogitsLoss``): every level
+    is that loss, on the upstream's binary targets at coarse levels and on the leaf's blended target
+    (the binary one in the base arm). Autocast is off for the terms computed here (fp32)."""
+
+    def __init__(self, hard: nn.Module, levels: int, state: dict[str, Any], loss: Any = None):
         super().__init__()
         self.hard = hard
         self.levels = levels
         self.state = state
+        self.plugin = loss
         self.calls = 0
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         level = self.calls
         self.calls += 1
-        if level < self.levels - 1:
+        soft = level == self.levels - 1 and "ids" in self.state
+        if not soft and self.plugin is None:
             return self.hard(logits, labels)
-        cands = self.state.get("candidates")
-        if cands is None or cands.shape != logits.shape:
-            raise RuntimeError(
-                "lever: the leaf logits do not line up with the leaf candidates; "
-                "CascadeXML.forward changed (run `lever doctor cascadexml`)"
-            )
-        target = soft_target(cands, self.state["ids"], self.state["vals"]).to(logits.device)
+        target = labels
+        if soft:
+            cands = self.state.get("candidates")
+            if cands is None or cands.shape != logits.shape:
+                raise RuntimeError(
+                    "lever: the leaf logits do not line up with the leaf candidates; "
+                    "CascadeXML.forward changed (run `lever doctor cascadexml`)"
+                )
+            target = soft_target(cands, self.state["ids"], self.state["vals"]).to(logits.device)
         with torch.autocast(device_type=logits.device.type, enabled=False):
+            if self.plugin is not None:
+                return self.plugin(logits.float(), target.float())
             return F.binary_cross_entropy_with_logits(
                 logits.float(), target, reduction=getattr(self.hard, "reduction", "mean")
             )
 
 
-def soft_forward(original: Any) -> Any:
-    @functools.wraps(original)
-    def forward(self, input_ids, attention_mask, epoch=None, all_labels=None, return_out=False):
-        n = len(self.Cn)
-        if all_labels is None or len(all_labels) != n + 2:
-            return original(self, input_ids, attention_mask, epoch, all_labels, return_out)
-        state: dict[str, Any] = {"ids": all_labels[n], "vals": all_labels[n + 1]}
-        hook = self.Cn[-1].register_forward_hook(lambda mod, inp, out: state.__setitem__("candidates", inp[0]))
-        hard = self.loss_fn
-        self.loss_fn = LeafSoftLoss(hard, n, state)
-        try:
-            return original(self, input_ids, attention_mask, epoch, list(all_labels[:n]), return_out)
-        finally:
-            hook.remove()
-            self.loss_fn = hard
+LeafSoftLoss = LevelLoss  # the name of earlier versions
 
-    return forward
+
+def level_forward(loss: Any = None) -> Any:
+    """Patch factory for ``CascadeXML.CascadeXML.forward``: training calls with the two trailing soft items
+    get the soft leaf term; with a plugin ``loss`` every level's term is that loss (both arms)."""
+
+    def make(original: Any) -> Any:
+        @functools.wraps(original)
+        def forward(self, input_ids, attention_mask, epoch=None, all_labels=None, return_out=False):
+            n = len(self.Cn)
+            soft = all_labels is not None and len(all_labels) == n + 2
+            if not soft and (loss is None or all_labels is None):
+                return original(self, input_ids, attention_mask, epoch, all_labels, return_out)
+            state: dict[str, Any] = {"ids": all_labels[n], "vals": all_labels[n + 1]} if soft else {}
+            hook = self.Cn[-1].register_forward_hook(lambda mod, inp, out: state.__setitem__("candidates", inp[0]))
+            hard = self.loss_fn
+            self.loss_fn = LevelLoss(hard, n, state, loss)
+            try:
+                return original(self, input_ids, attention_mask, epoch, list(all_labels[:n]), return_out)
+            finally:
+                hook.remove()
+                self.loss_fn = hard
+
+        return forward
+
+    return make
+
+
+soft_forward = level_forward()  # the soft leaf term alone (no plugin loss)
 
 
 # -- traps ---------------------------------------------------------------------------------------

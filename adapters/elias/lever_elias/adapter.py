@@ -120,6 +120,7 @@ class EliasAdapter(WrapAdapter):
     name = "elias"
     upstream = "https://github.com/nilesh2797/ELIAS"
     tested = TESTED
+    takes_loss_hook = True  # a plugin's lever_loss is ELIASLoss's classification term (lever_elias.patches)
     needs_features = False
 
     def __init__(
@@ -374,7 +375,7 @@ class EliasAdapter(WrapAdapter):
         ensure_turtle()
         if payload.get("upstream"):
             unshadow_datasets(payload["upstream"])
-        out = make_patches(payload)
+        out = make_patches(payload, self.plugin_loss())
         if int(payload.get("processes") or 1) > 1 and importlib.util.find_spec("accelerate") is not None:
             out.append(Patch("accelerate:Accelerator.__init__", multiproc.ddp_find_unused))
         if probe.enabled():

@@ -15,6 +15,13 @@ from the label matrix treats a stored entry as a positive, and is moved back to 
   scored against the original binary labels (ELIAS binarises ground truth, so blended entries would
   count as relevant), and whose train dataset carries the hard support.
 
+With a loss plugin (``lever_loss`` answered by a plugin, not the built-in BCE), in both arms:
+
+- ``losses:ELIASLoss.forward`` — the classification term (ELIAS's first ``criterion`` call, BCE on the
+  top-K candidates' probabilities against their targets) is the hook's loss on the logits of those
+  probabilities (``torch.logit``: BCE(p, t) = BCE-with-logits(logit p, t)); the shortlist term keeps
+  ELIAS's BCE. Both are means, as ELIAS's ``criterion``.
+
 Environment shims (no ELIAS code involved): ``accelerate.state:AcceleratorState.use_fp16`` (removed in
 accelerate 1.0, read by ``train.py``/``eval.py``), datasets' ``labels`` as a CSR that takes torch index
 tensors (scipy >= 1.15 refuses them in ``XMCCollator``), a stub ``turtle`` module when Tk is missing
@@ -223,11 +230,59 @@ def loss_class(base: type) -> type:
     return LeverELIASLoss
 
 
+class FirstCallLoss:
+    """Builds the ``criterion`` stand-in for one ``ELIASLoss.forward``: the first call (the classification
+    term) goes to the plugin loss on logits, later calls (the shortlist term) to ELIAS's criterion."""
+
+    EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before the logit (BCELoss clamps its logs too)
+
+    @staticmethod
+    def make(criterion: Any, loss: Any) -> Any:
+        import torch
+        from torch import nn
+
+        eps = FirstCallLoss.EPS
+
+        class _Criterion(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.hard = criterion
+                self.calls = 0
+
+            def forward(self, probs: Any, targets: Any) -> Any:
+                self.calls += 1
+                if self.calls > 1:
+                    return self.hard(probs, targets)
+                with torch.autocast(device_type=probs.device.type, enabled=False):
+                    return loss(torch.logit(probs.float(), eps=eps), targets.float())
+
+        return _Criterion()
+
+
+def plugin_classification(loss: Any):
+    """Patch factory for ``losses:ELIASLoss.forward``: the classification term is the plugin loss."""
+
+    def make(original):
+        def forward(self, model, b):
+            hard = self.criterion
+            self.criterion = FirstCallLoss.make(hard, loss)
+            try:
+                return original(self, model, b)
+            finally:
+                self.criterion = hard
+
+        forward.__wrapped__ = original
+        return forward
+
+    return make
+
+
 # ------------------------------------------------------------------------------------------ all
 
 
-def make_patches(payload: dict[str, Any]) -> list[Patch]:
-    """Every patch for one launched ELIAS process (see the module docstring)."""
+def make_patches(payload: dict[str, Any], loss: Any = None) -> list[Patch]:
+    """Every patch for one launched ELIAS process (see the module docstring); ``loss``: a plugin's
+    ``lever_loss`` (None: ELIAS's own BCE)."""
     lever = bool(payload.get("lever"))
     out = [Patch("accelerate.state:AcceleratorState.use_fp16", use_fp16_shim, create=True)]
     if importlib.util.find_spec("accelerate") is None:
@@ -245,4 +300,6 @@ def make_patches(payload: dict[str, Any]) -> list[Patch]:
             Patch("nets:ELIAS1.get_cluster_shortlist", cluster_shortlist),
             Patch(f"losses:LOSSES[{LOSS}]", lambda _old: loss_class(importlib.import_module("losses").ELIASLoss)),
         ]
+    if loss is not None:
+        out.append(Patch("losses:ELIASLoss.forward", plugin_classification(loss)))
     return out

@@ -57,6 +57,7 @@ class ReneeAdapter(WrapAdapter):
     name = "renee"
     upstream = "https://github.com/microsoft/renee"
     tested = TESTED
+    takes_loss_hook = True  # xfc_backward (and --default-impl's default_loss) take a plugin's lever_loss
 
     def __init__(self, require_cuda: bool = True):
         super().__init__(require_cuda=require_cuda)
@@ -84,6 +85,12 @@ class ReneeAdapter(WrapAdapter):
             ),  # fmt: skip
             Symbol("dl_base", "BCELossMultiNode.xfc_forward", ("self", "embed", "out"), why="called for --custom-cuda"),
             Symbol("dl_base", "LOSS_SAMPLE_FREQ", why="how often xfc_backward computes the loss value"),
+            Symbol(
+                "dl_base", "GenericModel.__init__",
+                ("self", "rank", "args", "numy", "numy_per_gpu", "per_gpu_batch_size", "modules", "device", "name",
+                 "out_dir"),
+                why="patched with a plugin loss: default_loss (--default-impl) becomes lever_loss",
+            ),  # fmt: skip
             Symbol(
                 "dl_base", "csr_to_pad_tensor", ("spmat", "pad"),
                 why="--default-impl: carries the stored (soft) values into batch['y'], no patch needed",
@@ -227,11 +234,12 @@ class ReneeAdapter(WrapAdapter):
 
     # -- patches / collect --------------------------------------------------------------------------
     def patches(self, payload: dict[str, Any]) -> list[Patch]:
-        if not payload.get("soft"):
-            return []
-        from lever_renee.patches import all_patches
+        from lever_renee.patches import all_patches, loss_patches
 
-        return all_patches(payload)
+        loss = self.plugin_loss()
+        if not payload.get("soft"):
+            return loss_patches(loss) if loss is not None else []
+        return all_patches(payload, loss)
 
     def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:
         return files.read_scores(

@@ -27,13 +27,20 @@ Why each is needed (facts from ``dl_base.py`` / ``main.py`` at the tested commit
   soft augmented matrix it would give other propensities. For that matrix it is computed from the
   ORIGINAL binary N × L train labels instead.
 
-``--default-impl`` needs no patch: its collator path (``csr_to_pad_tensor``) carries the stored
+A loss plugin (``lever_loss`` answered by a plugin, not the built-in BCE) reaches both arms: ``xfc_backward``
+then takes the gradient of each chunk by autograd of the hook's loss on the chunk's logits and dense
+target (mean × entries: the sum over the chunk, as Renée's own BCE), and ``GenericModel.__init__`` makes
+``--default-impl``'s ``default_loss`` the hook's loss (mean × entries, Renée's sum). With the default loss
+nothing changes: the hand-written σ(x) − t fast path runs.
+
+``--default-impl`` needs no patch for soft targets: its collator path (``csr_to_pad_tensor``) carries the stored
 values into ``batch['y']`` and ``GenericModel.fit`` scatters them into the dense target of
 ``default_loss`` (BCEWithLogits, sum), so the soft matrix from ``read_sparse_file`` reaches it as is.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -107,8 +114,33 @@ def take_targets(loss_model: Any, n: int) -> Any:
     return t
 
 
-def xfc_backward(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``dl_base.BCELossMultiNode.xfc_backward``: σ(x) − t at the stored entries instead of σ(x) − 1."""
+def dense_targets(out: Any, pos_x: Any, pos_y: Any, t: Any) -> Any:
+    """The chunk's dense fp32 target: t at (pos_x, pos_y), 0 elsewhere (padded label columns included)."""
+    import torch
+
+    dense = torch.zeros(out.shape, dtype=torch.float32, device=out.device)
+    dense.index_put_((pos_x, pos_y), t.float(), accumulate=True)
+    return dense
+
+
+def plugin_gradient(loss: Callable[[Any, Any], Any], logits: Any, dense: Any) -> tuple[Any, Any]:
+    """(d value / d logits, value) with value = ``loss(logits, dense)`` × entries: the hook answers a MEAN
+    over the chunk's entries, Renée's loss is their SUM. Autograd on a detached fp32 copy of the logits."""
+    import torch
+
+    x = logits.detach().float().requires_grad_(True)
+    with torch.enable_grad():
+        value = loss(x, dense)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise TypeError(f"lever_loss must return a scalar tensor, got {type(value).__name__}")
+        value = value * x.numel()
+        (grad,) = torch.autograd.grad(value, x)
+    return grad, value.detach().float()
+
+
+def xfc_backward(original: Callable[..., Any], loss: Callable[[Any, Any], Any] | None = None) -> Callable[..., Any]:
+    """``dl_base.BCELossMultiNode.xfc_backward``: σ(x) − t at the stored entries instead of σ(x) − 1; with
+    ``loss`` (a plugin's ``lever_loss``), autograd of that loss on the chunk instead."""
     import torch
     import torch.distributed as dist
 
@@ -122,15 +154,23 @@ def xfc_backward(original: Callable[..., Any]) -> Callable[..., Any]:
         freq = getattr(dl_base, "LOSS_SAMPLE_FREQ", 100)
         sample = model.compute_loss and model.count % freq == 0
         loss_work = None
-        if sample:  # as upstream: fp32 sums straight from out's dtype
-            loss = out.clamp(min=0.0).sum(dtype=torch.float32)
-            loss -= (t.float() * out[pos_x, pos_y].float()).sum()
-            loss += torch.log1p(torch.exp(-out.float().abs())).sum()
-            self.loss = loss
-            if model.world_size > 1:
-                loss_work = dist.all_reduce(self.loss, dist.ReduceOp.SUM, async_op=True)
-        torch.sigmoid(out, out=out)
-        out.index_put_((pos_x, pos_y), -t.to(out.dtype), accumulate=True)  # σ(x) − t, in out's dtype
+        if loss is not None:  # a plugin loss: its gradient on this chunk, by autograd
+            grad, value = plugin_gradient(loss, out, dense_targets(out, pos_x, pos_y, t))
+            if sample:
+                self.loss = value
+                if model.world_size > 1:
+                    loss_work = dist.all_reduce(self.loss, dist.ReduceOp.SUM, async_op=True)
+            out.copy_(grad)  # in out's dtype, where Renée keeps σ(x) − t
+        else:
+            if sample:  # as upstream: fp32 sums straight from out's dtype
+                value = out.clamp(min=0.0).sum(dtype=torch.float32)
+                value -= (t.float() * out[pos_x, pos_y].float()).sum()
+                value += torch.log1p(torch.exp(-out.float().abs())).sum()
+                self.loss = value
+                if model.world_size > 1:
+                    loss_work = dist.all_reduce(self.loss, dist.ReduceOp.SUM, async_op=True)
+            torch.sigmoid(out, out=out)
+            out.index_put_((pos_x, pos_y), -t.to(out.dtype), accumulate=True)  # σ(x) − t, in out's dtype
         if model.xfc_weight.grad is None:
             model.scaler.scale(self.loss)  # as upstream: the scaler's scale is created lazily here
             self.scale_bwd = model.scaler.get_scale()
@@ -160,6 +200,31 @@ def xfc_backward(original: Callable[..., Any]) -> Callable[..., Any]:
     replacement.__name__ = "xfc_backward"
     replacement.__qualname__ = "BCELossMultiNode.xfc_backward"
     return replacement
+
+
+def sum_of_mean(loss: Callable[[Any, Any], Any]) -> Any:
+    """``--default-impl``'s ``default_loss`` (BCEWithLogits, sum) as the plugin loss: mean × entries. A module,
+    since ``default_loss`` is a registered child of ``GenericModel``."""
+    from torch import nn
+
+    class SumOfMeanLoss(nn.Module):
+        def forward(self, logits: Any, targets: Any) -> Any:
+            return loss(logits, targets) * logits.numel()
+
+    return SumOfMeanLoss()
+
+
+def model_init(loss: Callable[[Any, Any], Any]) -> Callable[[Any], Any]:
+    """``dl_base.GenericModel.__init__``: ``default_loss`` (used by ``--default-impl``) is the plugin loss."""
+
+    def make(original: Callable[..., Any]) -> Callable[..., Any]:
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            self.default_loss = sum_of_mean(loss)
+
+        return __init__
+
+    return make
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -204,15 +269,27 @@ def compute_inv_propesity(y_train_path: str, target_shape: tuple[int, int]) -> C
     return make
 
 
-def all_patches(payload: dict[str, Any]) -> list[Patch]:
-    """Every patch of the +LEVER arm (the base arm runs Renée as shipped)."""
+def loss_patches(loss: Callable[[Any, Any], Any] | None = None) -> list[Patch]:
+    """The loss side: batches carry their target values and ``xfc_backward`` trains on them; with ``loss``
+    (a plugin's ``lever_loss``) both loss paths (``xfc_backward``, ``--default-impl``) take that loss."""
+    out = [
+        Patch(f"{DL_BASE}:XCCollator.__call__", xccollator_call),
+        Patch(f"{DL_BASE}:BCELossMultiNode.gather_embed", gather_embed),
+        Patch(f"{DL_BASE}:BCELossMultiNode.xfc_backward", functools.partial(xfc_backward, loss=loss)),
+    ]
+    if loss is not None:
+        out.append(Patch(f"{DL_BASE}:GenericModel.__init__", model_init(loss)))
+    return out
+
+
+def all_patches(payload: dict[str, Any], loss: Callable[[Any, Any], Any] | None = None) -> list[Patch]:
+    """Every patch of the +LEVER arm: the data side and :func:`loss_patches`. The base arm runs Renée as
+    shipped, or with :func:`loss_patches` alone when a plugin answers ``lever_loss``."""
     return [
         Patch(f"{DATA_UTILS}:read_sparse_file", read_sparse_file(payload["trn_path"], payload["targets"])),
         Patch(
             f"{XC_METRICS}:compute_inv_propesity",
             compute_inv_propesity(payload["y_train"], tuple(payload["target_shape"])),
         ),
-        Patch(f"{DL_BASE}:XCCollator.__call__", xccollator_call),
-        Patch(f"{DL_BASE}:BCELossMultiNode.gather_embed", gather_embed),
-        Patch(f"{DL_BASE}:BCELossMultiNode.xfc_backward", xfc_backward),
+        *loss_patches(loss),
     ]

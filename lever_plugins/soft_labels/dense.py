@@ -1,0 +1,107 @@
+"""Dense distillation targets (``[soft_labels] mode = "dense"``): the teacher's score on EVERY pair.
+
+The sparse path keeps p̂ only for the kNN pairs above the threshold and leaves 0 everywhere else, so
+the student never sees what the teacher thinks of the other L − k labels of a document. Here the
+training target of row i and label l is the paper's objective written as one BCE target,
+
+    t_il = λ·y_il + (1 − λ)·p̂_il,    p̂_il = calibrate(⟨u_i, v_l⟩)
+
+with u_i the teacher embedding of training row i (a document, or a label text for the label rows) and
+v_l the teacher embedding of label l, for every column the trainer scores: all L labels in full mode,
+each batch's candidates (positives, mined hard negatives, random negatives) in shortlist mode. Nothing
+N × L is stored: a block of targets costs one (rows × d) · (d × cols) product, the same as the logits
+the trainer computes for it. ``truth = "one"`` keeps ground-truth pairs at 1 (LEVER only adds mass);
+``"blend"`` is the formula above as written.
+
+The calibration must keep the signal soft: a sharp sigmoid leaves most targets near 0 and gives no
+gradient for tail labels, so ``linear`` (1 + cos)/2 and a temperature ``sigmoid((cos − c)/T)`` are the
+choices; ``sigmoid`` with ``a``/``c`` as in the sparse path is accepted too.
+
+Adapters that only take a stored target matrix get the sparse top-k export of the same teacher (the
+kNN soft labels of the sparse path): they lose every pair below the threshold or past the k-th
+neighbour, which is what dense mode exists to keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from lever_plugins.errors import ConfigError, DataError
+
+TRUTH = ("one", "blend")
+
+
+@dataclass(frozen=True)
+class DenseTargets:
+    """Targets computed block by block. ``hard``: M×L binary (ground truth, and each label row's own
+    label); ``rows``: M×d teacher embeddings of the training rows; ``labels``: L×d teacher label
+    embeddings; ``lam``: weight of the hard target; ``calibration``: "linear" or "sigmoid" with
+    ``a`` (scale) and ``c`` (offset): σ(a·cos + c)."""
+
+    hard: sp.csr_matrix
+    rows: np.ndarray
+    labels: np.ndarray
+    lam: float = 0.5
+    calibration: str = "linear"
+    a: float = 1.0
+    c: float = 0.0
+    truth: str = "one"
+
+    def __post_init__(self) -> None:
+        M, L = self.hard.shape
+        if self.rows.shape[0] != M or self.labels.shape[0] != L or self.rows.shape[1] != self.labels.shape[1]:
+            raise DataError(
+                f"dense targets: {self.rows.shape} row and {self.labels.shape} label embeddings for a {M}×{L} "
+                "target matrix", where="soft_labels mode = 'dense'",
+            )  # fmt: skip
+        if not 0.0 <= self.lam <= 1.0:
+            raise ConfigError(f"blend lambda = {self.lam} must be in [0, 1]", where="soft_labels.blend_lambda")
+        if self.truth not in TRUTH:
+            raise ConfigError(f"dense truth {self.truth!r} is not one of {', '.join(TRUTH)}",
+                              where="soft_labels.dense_truth")  # fmt: skip
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.hard.shape
+
+    def teacher(self, rows: np.ndarray | slice, cols: np.ndarray | None = None) -> np.ndarray:
+        """p̂ for ``rows`` × ``cols`` (all labels when None), float32."""
+        v = self.labels if cols is None else self.labels[cols]
+        cos = np.clip(self.rows[rows] @ v.T, -1.0, 1.0)
+        if self.calibration == "linear":
+            return ((1.0 + cos) * 0.5).astype(np.float32, copy=False)
+        z = np.float32(self.a) * cos + np.float32(self.c)
+        with np.errstate(over="ignore"):
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32, copy=False)
+
+    def block(self, rows: np.ndarray | slice, cols: np.ndarray | None = None) -> np.ndarray:
+        """Training targets for ``rows`` × ``cols`` (all labels when None): float32 in [0, 1]."""
+        y = self.hard[rows]
+        y = (y if cols is None else y[:, cols]).toarray()
+        t = np.float32(self.lam) * y + np.float32(1.0 - self.lam) * self.teacher(rows, cols)
+        if self.truth == "one":
+            np.maximum(t, y, out=t)
+        return t
+
+    def sparse_export(self, k: int) -> sp.csr_matrix:
+        """The top-``k`` targets of each row as CSR (ground truth always kept): for trainers that take a
+        stored matrix. Everything past the k-th label per row is lost (set to 0)."""
+        from lever_plugins.topk import topk_by_id
+
+        M, L = self.shape
+        k = min(k, L)
+        out = []
+        step = max(1, 4_000_000 // max(L, 1))
+        for s in range(0, M, step):
+            e = min(s + step, M)
+            t = self.block(slice(s, e))
+            t = t + 2.0 * self.hard[s:e].toarray()  # ground truth first
+            vals, idx = topk_by_id(t, k)
+            vals = np.where(vals > 1.0, vals - 2.0, vals)
+            out.append(sp.csr_matrix((vals.ravel(), idx.ravel(), np.arange(0, (e - s) * k + 1, k)), shape=(e - s, L)))
+        m = sp.vstack(out, format="csr").astype(np.float32)
+        m.sort_indices()
+        return m
