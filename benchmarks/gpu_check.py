@@ -461,7 +461,8 @@ def _elias_encoder(ctx: Ctx) -> Path:
 
 def step_cascadexml_ab(ctx: Ctx) -> dict[str, Any]:
     enc = random_bert(ctx.work / "bert12", 32 if ctx.cpu else 128, 12, 2, 64 if ctx.cpu else 256)
-    options = (f'[trainer.options]\nencoder = "{enc}"\nepochs = 1\nbatch_size = {16 if ctx.cpu else 32}\n'
+    epochs = 1 if ctx.cpu else 2  # the real upstream's three-phase LR schedule needs more than one epoch
+    options = (f'[trainer.options]\nencoder = "{enc}"\nepochs = {epochs}\nbatch_size = {16 if ctx.cpu else 32}\n'
                "max_len = 32\n")  # fmt: skip
     return _upstream_step(ctx, "cascadexml", options, {})
 
