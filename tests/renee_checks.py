@@ -117,14 +117,17 @@ def make_dataset(dl_base: types.ModuleType, folder: Path, labels: sp.csr_matrix,
 
 
 def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: bool, seed: int = 0,
-                  fp16: bool = False, w_std: float = 0.5, binary: bool = False, ref_loss=None) -> dict:
+                  fp16: bool = False, w_std: float = 0.5, binary: bool = False, ref_loss=None,
+                  device: str = "cpu") -> dict:
     """One training batch through XCCollator → gather_embed → xfc_forward/xfc_backward, chunked as
     ``GenericModel.fit`` does, and the autograd reference: BCEWithLogits(sum) of (embed Wᵀ, T[batch]).
 
     ``fp16``: Renée's ``--fp16xfc`` path (fp16 logits and GEMMs, emulated on CPU, AMP scale 2**12 from a
     CPU GradScaler: the CUDA one upstream builds disables itself without a GPU); the reference then
     takes the fp16-rounded embeddings and weights in fp32 autograd. ``binary``: every target is 1.
-    ``ref_loss``: a plugin loss (a MEAN over entries); the reference is then its value × entries."""
+    ``ref_loss``: a plugin loss (a MEAN over entries); the reference is then its value × entries.
+    ``device``: where the model, batch and GEMMs live ("cuda" in benchmarks/gpu_check.py; real fp16 GEMMs
+    and the CUDA GradScaler there); the autograd reference runs on the same device."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)  # the classifier weights are drawn from torch's generator
     B, D, L = 12, 6, 32
@@ -133,14 +136,14 @@ def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: 
         T.data[:] = 1.0
     ds = make_dataset(dl_base, tmp / f"tok-{accum}-{use_custom}-{seed}-{fp16}-{binary}", T)
     args = args_for(D, accum, fp16=fp16)
-    model = dl_base.GenericModel(0, args, L, L, B, [torch.nn.Identity()], device="cpu", name="t", out_dir=str(tmp))
+    model = dl_base.GenericModel(0, args, L, L, B, [torch.nn.Identity()], device=device, name="t", out_dir=str(tmp))
     if fp16:
-        model.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        model.scaler = torch.amp.GradScaler(torch.device(device).type, init_scale=2.0**12)
     loss_model = dl_base.BCELossMultiNode(model)
     collate = dl_base.XCCollator(L, ds, 0, 1, accum, B // accum, True, False)
     ids = rng.permutation(40)[:B].tolist()
     batch = collate(ids)
-    embed = torch.from_numpy(rng.standard_normal((B, D)).astype(np.float32))
+    embed = torch.from_numpy(rng.standard_normal((B, D)).astype(np.float32)).to(device)
     with torch.no_grad():
         model.xfc_weight.normal_(0.0, w_std)
     W0 = model.xfc_weight.detach().clone()
@@ -166,7 +169,7 @@ def soft_backward(dl_base: types.ModuleType, tmp: Path, accum: int, use_custom: 
     rounded = (lambda x: x.half().float()) if fp16 else (lambda x: x)
     E = rounded(embed).clone().requires_grad_(True)
     W = rounded(W0).clone().requires_grad_(True)
-    dense = torch.from_numpy(T[ids].toarray())
+    dense = torch.from_numpy(T[ids].toarray()).to(device)
     if ref_loss is None:
         ref = torch.nn.BCEWithLogitsLoss(reduction="sum")(E @ W.t(), dense)
     else:

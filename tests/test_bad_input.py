@@ -191,6 +191,72 @@ def _drifted_upstream(t: Path) -> list[str]:
     return ab(lf(t), t, "--adapter", "cascadexml", "--upstream", str(up))
 
 
+# --- issue 17's classes: parser and library errors on user input, values of the wrong type or range,
+# huge declarations, broken model folders, paths leaving --out; each must be one line before any stage.
+
+
+def _xc_huge_int(t: Path) -> list[str]:
+    return ab(raw(t, trn_xy="3 4\n0:1\n1:1 " + "9" * 5000 + ":1\n3:1\n"), t)
+
+
+def _npz_is_npy(t: Path) -> list[str]:
+    np.save(t / "y.npy", np.eye(4))
+    (t / "y.npy").rename(t / "y.npz")
+    return ["data", "validate", str(t / "y.npz")]
+
+
+def _npz_members(t: Path, **members) -> list[str]:
+    np.savez(t / "y.npz", format=b"csr", **members)
+    return ["data", "validate", str(t / "y.npz")]
+
+
+def _npz_indptr_decreasing(t: Path) -> list[str]:
+    return _npz_members(t, shape=np.array([4, 4]), data=np.ones(4, np.float32), indices=np.arange(4),
+                        indptr=np.array([0, 2, 1, 3, 4]))  # fmt: skip
+
+
+def _npz_huge_shape(t: Path) -> list[str]:
+    argv = _npz_members(t, shape=np.array([200_000_000_000, 4]), data=np.ones(1, np.float32),
+                        indices=np.array([0]), indptr=np.array([0, 1]))  # fmt: skip
+    assert (t / "y.npz").stat().st_size < 2000  # about a kilobyte declaring 8·10^11 cells
+    return argv
+
+
+def _npz_float_indices(t: Path) -> list[str]:
+    return _npz_members(t, shape=np.array([2, 4]), data=np.ones(2, np.float32), indices=np.array([0.0, 2.5]),
+                        indptr=np.array([0, 1, 2]))  # fmt: skip
+
+
+def _eval_a_nan(t: Path) -> list[str]:
+    s, truth = good_mats(t)
+    return ["eval", "--scores", str(s), "--truth", str(truth), "--out", str(t / "m.json"), "-A", "nan"]
+
+
+def _model_empty_config(t: Path) -> list[str]:
+    m = t / "model"
+    m.mkdir()
+    (m / "config.json").write_text("")
+    return ab(lf(t), t, "--config", str(cfg(t, f"[encoder]\nmodel = '{m}'\n")))
+
+
+def _model_truncated_weights(t: Path) -> list[str]:
+    from conftest import save_random_bert
+
+    m = save_random_bert(t / "model")
+    w = m / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    return ab(lf(t), t, "--config", str(cfg(t, f"[encoder]\nmodel = '{m}'\n")))
+
+
+def _out_parent_is_a_file(t: Path) -> list[str]:
+    (t / "f").write_text("x")
+    return ["ab", "--data", str(lf(t)), "--out", str(t / "f" / "run")]
+
+
+STANDIN_ELIAS = Path(__file__).parent / "standins" / "elias"
+STANDIN_RENEE = Path(__file__).parent / "standins" / "renee"
+
+
 BAD = "bad JSON"
 ROWS = [
     # --- LF json.gz folders
@@ -301,6 +367,40 @@ ROWS = [
         "upstream drift: dataset.MultiXMLGeneral.__getitem__: signature changed"),
     Row("cli-out-is-a-file", lambda t: ["ab", "--data", str(lf(t)), "--out", str(cfg(t, ""))], r"c\.toml",
         "the output path exists and is not a folder"),
+    # --- issue 17: tracebacks that were, bad values that were accepted, escapes, late checks
+    Row("cli-out-parent-is-a-file", _out_parent_is_a_file, r"f/run",
+        "cannot create the output folder: a parent is a file"),
+    Row("xc-huge-int", _xc_huge_int, r"trn_X_Y\.txt:3", "column index of 5000 digits out of range"),
+    Row("lf-deep-json", lambda t: ab(lf(t, trn=[doc(0, [0]), "[" * 100_000 + "]" * 100_000, doc(2, [3])]), t),
+        r"trn\.json\.gz:2", "bad JSON (nested too deeply)"),
+    Row("lf-id-boolean", lambda t: ab(lf(t, trn=[doc(0, [0]), doc(1, [True, 2]), doc(2, [3])]), t),
+        r"trn\.json\.gz:2", "label id true is a boolean, not an integer"),
+    Row("npz-is-npy", _npz_is_npy, r"y\.npz", "a .npy array, not a .npz archive"),
+    Row("npz-indptr-decreasing", _npz_indptr_decreasing, r"y\.npz", "indptr decreases"),
+    Row("npz-huge-shape", _npz_huge_shape, r"y\.npz", "indptr has 2 entries, expected 200000000001"),
+    Row("npz-float-indices", _npz_float_indices, r"y\.npz", "member 'indices' has dtype float64"),
+    Row("eval-A-nan", _eval_a_nan, r"lever eval -A", "propensity A = nan must be a finite number > 0"),
+    Row("cfg-eval-A-negative", _with_cfg("[eval]\nA = -1\n"), r"c\.toml:2", "eval.A = -1.0 must be > 0"),
+    Row("cfg-knn-alpha-high", _with_cfg("[trainer]\nknn_alpha = 7\n"), r"c\.toml:2",
+        "trainer.knn_alpha = 7.0 must be in [0, 1]"),
+    Row("cfg-knn-alpha-negative", _with_cfg("[trainer]\nknn_alpha = -5\n"), r"c\.toml:2",
+        "trainer.knn_alpha = -5.0 must be in [0, 1]"),
+    Row("cfg-knn-k-zero", _with_cfg("[trainer]\nknn_alpha = 0.5\nknn_k = 0\n"), r"c\.toml:3",
+        "trainer.knn_k = 0 must be >= 1"),
+    Row("cfg-sigmoid-overflow", _with_cfg("[soft_labels]\ncalibration = 'sigmoid'\nsigmoid_a = 1e308\n"),
+        r"c\.toml:3", "do not give finite scores for cosines in [-1, 1]"),
+    Row("cfg-holdout-empty-train", _with_cfg("[data]\nholdout = 0.999\n"), r"\[data\] holdout",
+        "leaves an empty train part"),
+    Row("cfg-device-unavailable", _with_cfg("[trainer]\ndevice = 'cuda'\n"), r"trainer\.device",
+        "CUDA requested but not available"),
+    Row("model-empty-config", _model_empty_config, r"model/config\.json", "cannot load the model's config"),
+    Row("model-truncated-weights", _model_truncated_weights, r"model/model\.safetensors", "cannot load the weights"),
+    Row("wrap-expname-escape", lambda t: ["wrap", "renee", "--data", str(lf(t)), "--out", str(t / "run"), "--upstream",
+                                         str(STANDIN_RENEE), "--", "--expname", "../../x"],
+        r"upstream arguments --expname", "--expname '../../x' must be a plain name"),
+    Row("elias-tf-escape", _with_cfg("[trainer]\nadapter = 'elias'\n[trainer.options]\ntf = '../../../../../../../x'\n",
+                                     "--upstream", str(STANDIN_ELIAS)),
+        r"\[trainer\] options\.tf", "would make ELIAS's token files land outside the run folder"),
 ]  # fmt: skip
 
 
@@ -340,3 +440,15 @@ def test_some_empty_label_texts_are_one_warning_line(tmp_path: Path) -> None:
         f"warning: {f / 'lbl.json.gz'}:2: 2 of 4 label texts are empty (the first is label 1); "
         "LEVER gives them no teacher neighbours"
     )
+
+
+def test_eval_without_train_scores_what_needs_no_propensity(tmp_path: Path) -> None:
+    """``--train`` is optional (README): without it, P@k and nDCG@k are computed, PSP is left out with a note."""
+    s, truth = good_mats(tmp_path)
+    r = lever("eval", "--scores", str(s), "--truth", str(truth), "--out", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "m.json").read_text())
+    # by hand: row 0 ranks label 0 first (true), row 1 label 2 (true); each row has one true label of 4
+    assert m["P@1"] == 1.0 and m["P@3"] == pytest.approx(1 / 3)
+    assert not [k for k in m if k.startswith("PS")]
+    assert "no --train" in r.stderr and "Traceback" not in r.stderr

@@ -230,3 +230,114 @@ def test_simultaneous_starts_exactly_one_wins(tmp_path: Path) -> None:
         ]
         results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
         assert results == ["got", "refused", "refused", "refused"]
+
+
+# ------------------------------------------------------------------ issue 17: files, umask, disks, threads
+
+
+USER_FILES = {  # names the old cleanup swept (".tmp"/".old-" inside a dot name, "*.lock"), whole folders too
+    ".tmp/important.txt": b"keep me",
+    ".notes.tmp.md": b"my notes",
+    ".old-results/table.csv": b"a,b\n",
+    "mine.lock": b"not lever's lock",
+    "notes.tmp": b"plain",
+}
+
+
+def test_user_files_in_out_survive_a_crash_and_the_rerun(setup: dict, reference: dict) -> None:
+    """Lever's temps and lock live in <out>/.lever: taking the lock and sweeping stale temps after a
+    kill -9 touch nothing of the user's, whatever its name."""
+    out = setup["root"] / "user-files"
+    for rel, data in USER_FILES.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    crashed = train(setup, out, crash="stage:soft_labels:computed")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-500:]
+    r = train(setup, out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {rel: (out / rel).read_bytes() for rel in USER_FILES} == USER_FILES
+    assert sha(out / "lever/scores.npz") == reference["sha"]["lever/scores.npz"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_artefacts_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    """Files lever writes (temp + rename) get 0o666 & ~umask, as any program's, not a fixed 0600."""
+    (tmp_path / "y.txt").write_text("2 3\n0:1\n1:1 2:0.5\n")
+    out = tmp_path / "folder"
+    env = {**os.environ, "LEVER_CACHE_DIR": str(tmp_path / "cache")}
+    for argv in (["data", "convert", str(tmp_path / "y.txt"), str(tmp_path / "y.npz")],
+                 ["data", "convert", str(write_tiny_lf(tmp_path / "lf", n_trn=6, n_tst=3, n_lbl=4)), str(out)]):
+        r = subprocess.run([sys.executable, "-m", "lever_cli", *argv], capture_output=True, text=True, env=env,
+                           preexec_fn=lambda: os.umask(umask), timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    files = [tmp_path / "y.npz", *(p for p in out.rglob("*") if p.is_file())]
+    assert len(files) > 3
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS", "EACCES"])
+def test_full_or_read_only_disk_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture, errno_name: str) -> None:
+    """A write that the disk refuses (full, read-only, no permission) is the user's environment: one line
+    naming the path and the cause, exit 2 (not the bug code 3, not a traceback), nothing left behind."""
+    import errno
+
+    from lever_cli.main import main
+
+    (tmp_path / "y.txt").write_text("2 3\n0:1\n1:1 2:0.5\n")
+    code = getattr(errno, errno_name)
+    real_replace = os.replace
+
+    def refuse(src, dst, *a, **kw):
+        if str(dst).endswith("y.npz"):
+            raise OSError(code, os.strerror(code), str(dst))
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.delenv("LEVER_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "convert", str(tmp_path / "y.txt"), str(tmp_path / "y.npz")])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2, err
+    assert "\n" not in err and "Traceback" not in err and err.startswith("error: "), err
+    assert os.strerror(code) in err and "y.npz" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["y.txt"]  # no temp, no partial file
+
+
+def test_soft_labels_identical_across_thread_counts_with_duplicate_label_texts() -> None:
+    """Duplicate label texts give exactly tied neighbours; ties are broken by id, so the soft-label
+    matrix is the same bytes with 1 or 2 threads (torch and faiss) — and equals the id-ordered oracle."""
+    import faiss
+    import numpy as np
+    import scipy.sparse as sp
+    import torch
+
+    from lever_plugins.config import SoftLabelConfig
+    from lever_plugins.soft_labels.augment import build_soft_labels
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((30, 16)).astype(np.float32)
+    lbl = np.concatenate([base, base[:10], base[:10]])  # labels 30..49 duplicate labels 0..9 (same text)
+    lbl /= np.linalg.norm(lbl, axis=1, keepdims=True)
+    y = sp.random(60, 50, density=0.05, random_state=1, format="csr")
+    y.data[:] = 1
+    doc = (y @ lbl + 0.1 * rng.standard_normal((60, 16))).astype(np.float32)
+    cfg = SoftLabelConfig(tau_l=2, tau_d=2, threshold=0.5, k=8, index="flat")  # one soft neighbour per label
+    out = []
+    t0, f0 = torch.get_num_threads(), faiss.omp_get_max_threads()
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            faiss.omp_set_num_threads(threads)
+            s = build_soft_labels(y, doc, lbl, cfg)
+            out.append((s.soft.indptr.tobytes(), s.soft.indices.tobytes(), s.soft.data.tobytes()))
+    finally:
+        torch.set_num_threads(t0)
+        faiss.omp_set_num_threads(f0)
+    assert out[0] == out[1] == out[2]
+    # The oracle: labels 0, 30, 40 are one text (cosine 1): each label row's single soft neighbour is the
+    # smallest id among its two tied twins.
+    soft = sp.csr_matrix((np.frombuffer(out[0][2], np.float32), np.frombuffer(out[0][1], np.int32),
+                          np.frombuffer(out[0][0], np.int32)), shape=(110, 50))  # fmt: skip
+    for label, twin in ((0, 30), (30, 0), (40, 0), (1, 31), (41, 1)):
+        assert list(soft[60 + label].indices) == [twin], (label, soft[60 + label])

@@ -82,6 +82,7 @@ def train_lbfgs(
     trace: list[float] | None = None,
     desc: str = "",
     dense: Any = None,
+    device: Any = "cpu",
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
     (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats. Settings are checked by
@@ -92,7 +93,9 @@ def train_lbfgs(
     objective; the same scale also bounds the step and the directional derivative).
     ``on_checkpoint(iterations, arrays)`` (benchmarks): called every ``checkpoint_every`` iterations
     with copies of the current weights; the path is the uncheckpointed one, at the cost of one extra
-    evaluation per checkpoint. ``trace`` (a list) receives the objective of every evaluation."""
+    evaluation per checkpoint. ``trace`` (a list) receives the objective of every evaluation.
+    ``device``: where the features, targets, weights and every evaluation live (the trainer's device:
+    CUDA when present); the returned arrays are numpy on the host."""
     import torch
 
     from lever_plugins.progress import progress as progress_bar
@@ -100,6 +103,7 @@ def train_lbfgs(
     M, d = x_train.shape
     L = targets.shape[1]
     l2 = float(config.l2)
+    dev = torch.device(device)
     step = max(1, CHUNK_ENTRIES // max(L, 1))
     chunks = []
     keep_dense = M * L <= DENSE_TARGETS_MAX
@@ -109,15 +113,16 @@ def train_lbfgs(
         if x_sparse is not None:
             part = x_sparse[s:e]
             xs = (_csr(part), _csr(part.T.tocsr()))
+            xs = (xs[0].to(dev), xs[1].to(dev))
         if dense is not None:
-            y = torch.from_numpy(dense.block(slice(s, e))) if keep_dense else slice(s, e)
+            y = torch.from_numpy(dense.block(slice(s, e))).to(dev) if keep_dense else slice(s, e)
         else:
-            y = torch.from_numpy(targets[s:e].toarray()) if keep_dense else targets[s:e]
-        chunks.append((torch.from_numpy(x_train[s:e]), xs, y))
+            y = torch.from_numpy(targets[s:e].toarray()).to(dev) if keep_dense else targets[s:e]
+        chunks.append((torch.from_numpy(x_train[s:e]).to(dev), xs, y))
 
-    W = torch.zeros(L, d)
-    b = torch.from_numpy(np.asarray(bias0, np.float32).copy())
-    Ws = torch.zeros(x_sparse.shape[1], L) if x_sparse is not None else None
+    W = torch.zeros(L, d, device=dev)
+    b = torch.from_numpy(np.asarray(bias0, np.float32).copy()).to(dev)
+    Ws = torch.zeros(x_sparse.shape[1], L, device=dev) if x_sparse is not None else None
     params = [W, b] + ([Ws] if Ws is not None else [])
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=int(config.max_iter), history_size=HISTORY,
                             line_search_fn="strong_wolfe")  # fmt: skip
@@ -136,7 +141,7 @@ def train_lbfgs(
                     z += xs[0] @ Ws
             z.requires_grad_(True)
             # the hook's value is a mean over entries; × entries / M makes Σ over the chunk / M
-            yd = y if keep_dense else torch.from_numpy(dense.block(y) if dense is not None else y.toarray())
+            yd = y if keep_dense else torch.from_numpy(dense.block(y) if dense is not None else y.toarray()).to(dev)
             loss = loss_fn(z, yd) * (z.numel() / M)
             loss.backward()
             g = z.grad
@@ -160,8 +165,8 @@ def train_lbfgs(
         return torch.tensor(trace[-1], dtype=torch.float64)
 
     def snapshot() -> dict[str, np.ndarray]:
-        return {"weight": W.numpy().copy(), "bias": b.numpy().copy(),
-                "sparse_weight": Ws.numpy().copy() if Ws is not None else None}  # fmt: skip
+        return {"weight": W.cpu().numpy().copy(), "bias": b.cpu().numpy().copy(),
+                "sparse_weight": Ws.cpu().numpy().copy() if Ws is not None else None}  # fmt: skip
 
     t0, c0 = time.perf_counter(), time.process_time()
     max_iter = int(config.max_iter)

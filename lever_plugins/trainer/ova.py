@@ -433,12 +433,12 @@ def train(
 
         check_config(config, hidden=hidden, finetune=encoder is not None)
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress,
-                                     dense=dense)  # fmt: skip
+                                     dense=dense, device=device)  # fmt: skip
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
         events.emit("epoch", what="trainer", epoch=1, loss=solved["objective"],
                     docs_per_s=M / max(solved["seconds"], 1e-9), seconds=solved["seconds"])
         return model, {
-            **shape_stats, "device": "cpu", "hidden": 0,
+            **shape_stats, "device": str(device), "hidden": 0,
             "epoch_seconds": [solved["seconds"]], "epoch_cpu_seconds": [solved["cpu_seconds"]],
             "train_loss": [solved["objective"]], "valid_p1": [], "epochs_run": 1, "best_epoch": 1,
             "best_valid_p1": None, **solved,

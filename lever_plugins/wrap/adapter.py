@@ -30,6 +30,9 @@ class LaunchSpec:
     Upstreams that are not Python (C++ command-line trainers) set ``commands`` instead of ``script``:
     argv lists run one after the other in ``cwd`` with ``env`` added (no patches, nothing to import);
     the adapter places ``arm.upstream_args`` in them itself. ``info`` is merged into the arm's stats.
+
+    ``processes`` > 1 runs this step in that many processes through ``launcher`` (``"accelerate"`` or
+    ``"torchrun"``, see :func:`lever_plugins.wrap.launch.command`), each with the patches active.
     """
 
     script: str = ""
@@ -42,6 +45,8 @@ class LaunchSpec:
     info: dict[str, Any] = field(default_factory=dict)
     name: str = "upstream"
     then: list[LaunchSpec] = field(default_factory=list)
+    processes: int = 1
+    launcher: str = ""
 
 
 @dataclass
@@ -223,9 +228,11 @@ class WrapAdapter:
                     },
                     ctx.workdir,
                     cwd=step.cwd,
-                    env=step.env,
+                    env={"LEVER_ARM": ctx.name, **step.env},
                     log=print,
                     name=step.name,
+                    processes=step.processes,
+                    launcher=step.launcher,
                 )
         t2 = time.perf_counter()
         scores = self.collect(ctx, spec).tocsr()
@@ -241,5 +248,6 @@ class WrapAdapter:
             "prepare_seconds": t1 - t0,
             "upstream_seconds": t2 - t1,
             "rows": arm.targets.shape[0],
+            "processes": spec.processes,
             **spec.info,
         }

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from lever_plugins.errors import ConfigError, UpstreamError
 from lever_plugins.runs import atomic_write
 from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
+from lever_plugins.wrap.launch import check_processes
 
 DATASET = "lever"
 BERT = "bert-base"  # --bert: the folder name the upstream reads; the weights come from `encoder`
@@ -59,7 +60,10 @@ class CascadeXMLAdapter(WrapAdapter):
     ``encoder`` (local folder or cached hub id of a BERT-vocabulary encoder with >= 12 layers),
     ``tree_depth`` / ``topk`` (log2 cluster counts per depth and shortlist sizes; 2 or 3 each; defaults
     from the label count), ``epochs``, ``batch_size``, ``max_len``, ``lr``, ``warmup`` (passed as the
-    upstream flags; unset = the upstream's defaults). Arguments after ``--`` go to ``main.py`` last."""
+    upstream flags; unset = the upstream's defaults), ``processes`` (K > 1: the upstream's DDP path,
+    ``main.py --distributed`` under torchrun with K ranks, NCCL on GPUs or gloo on the CPU, the patches
+    active in every rank; see :mod:`lever_cascadexml.multiproc`). Arguments after ``--`` go to
+    ``main.py`` last."""
 
     name = "cascadexml"
     upstream = "https://github.com/xmc-aalto/cascadexml"
@@ -76,10 +80,12 @@ class CascadeXMLAdapter(WrapAdapter):
         max_len: int | None = None,
         lr: float | None = None,
         warmup: int | None = None,
+        processes: int = 1,
     ):
         opts = dict(encoder=encoder, tree_depth=tree_depth, topk=topk, epochs=epochs, batch_size=batch_size,
-                    max_len=max_len, lr=lr, warmup=warmup)  # fmt: skip
+                    max_len=max_len, lr=lr, warmup=warmup, processes=processes)  # fmt: skip
         super().__init__(**{k: v for k, v in opts.items() if v is not None})
+        self.processes = check_processes(processes)
         self.encoder = encoder
         self.tree_depth, self.topk = tree_depth, topk
         self.flags = {"num_epochs": epochs, "batch_size": batch_size, "max_len": max_len, "lr": lr, "warmup": warmup}
@@ -227,6 +233,8 @@ class CascadeXMLAdapter(WrapAdapter):
         for flag, value in self.flags.items():
             if value is not None and flag != "max_len":
                 argv += [f"--{flag}", str(value)]
+        if self.processes > 1:
+            argv += ["--distributed"]
         return LaunchSpec(
             script="src/main.py",
             argv=argv,
@@ -235,6 +243,9 @@ class CascadeXMLAdapter(WrapAdapter):
                 "soft": str((data / "lever_targets.npz").resolve()) if ctx.lever else None,
             },
             env={"TOKENIZERS_PARALLELISM": "false"},
+            processes=self.processes,
+            launcher="torchrun",
+            info={"launcher": "torchrun" if self.processes > 1 else "python"},
         )
 
     # -- patches ----------------------------------------------------------------------------------
@@ -255,6 +266,27 @@ class CascadeXMLAdapter(WrapAdapter):
         loss = self.plugin_loss()
         if payload.get("soft") or loss is not None:
             out.append(Patch("CascadeXML:CascadeXML.forward", shims.level_forward(loss)))
+        out += self._multiproc_patches()
+        return out
+
+    def _multiproc_patches(self) -> list[Patch]:
+        """CPU shims of the DDP path (no-ops with CUDA) and, with LEVER_PROBE_DIR, the loss probes."""
+        from lever_cascadexml import multiproc, shims
+        from lever_plugins.wrap import probe
+
+        out = []
+        if self.processes > 1:
+            out += [
+                Patch("torch.distributed:init_process_group", multiproc.gloo_without_cuda),
+                Patch("torch.cuda:set_device", multiproc.set_device_without_cuda),
+                Patch("torch.nn.parallel:DistributedDataParallel.__init__", multiproc.ddp_without_cuda),
+                Patch("Runner:Runner.fit_one_epoch", shims.cpu_device_arg(2)),
+            ]
+        if probe.enabled():
+            out += [
+                Patch("CascadeXML:CascadeXML.__init__", multiproc.probe_loss_fn),
+                Patch("lever_cascadexml.shims:soft_target", multiproc.probe_soft_target),
+            ]
         return out
 
     # -- collect ----------------------------------------------------------------------------------

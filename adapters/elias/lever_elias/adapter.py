@@ -35,6 +35,7 @@ from lever_elias.patches import DATA_MANAGER, LOSS, make_patches
 from lever_plugins.errors import ConfigError, UpstreamError
 from lever_plugins.runs import check_inside
 from lever_plugins.wrap import Arm, LaunchSpec, Patch, Symbol, WrapAdapter
+from lever_plugins.wrap.launch import check_processes
 
 PROJECT = "LEVER"
 
@@ -86,6 +87,12 @@ def _check_tf(tf: str, where: str) -> None:
                           where=where, fix="give the encoder as an HF name or a path without '..' components")
 
 
+def _cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def _cli_value(args: list[str], key: str) -> str | None:
     """The value of ``--key`` among ELIAS runtime arguments (last one wins), else None."""
     val = None
@@ -105,7 +112,9 @@ class EliasAdapter(WrapAdapter):
     ``distilbert-base-uncased``), ``tf_max_len`` (32), ``dataset`` (ELIAS's data set name, which picks its
     propensity A/B: names with ``amazon``/``wiki``; default ``lever``), ``num_val_points`` (validation
     documents taken out of training, default min(4000, N/10)), ``elias`` (a table of further ELIAS YAML keys,
-    e.g. ``{num_epochs = 5, bsz = 256, max_leaf = 32}``). Arguments after ``--`` go to ``train.py``.
+    e.g. ``{num_epochs = 5, bsz = 256, max_leaf = 32}``), ``processes`` (K > 1: ``train.py`` runs under
+    ``accelerate launch`` with K processes, NCCL on GPUs or gloo on the CPU, the patches active in every
+    rank; see :mod:`lever_elias.multiproc`). Arguments after ``--`` go to ``train.py``.
     """
 
     name = "elias"
@@ -122,10 +131,13 @@ class EliasAdapter(WrapAdapter):
         dataset: str = "lever",
         num_val_points: int | None = None,
         elias: dict[str, Any] | None = None,
+        processes: int = 1,
     ):
         super().__init__(
-            config=config, tf=tf, tf_max_len=tf_max_len, dataset=dataset, num_val_points=num_val_points, elias=elias
+            config=config, tf=tf, tf_max_len=tf_max_len, dataset=dataset, num_val_points=num_val_points, elias=elias,
+            processes=processes,
         )
+        self.processes = check_processes(processes)
         bad = sorted(set(elias or {}) & set(RESERVED))
         if bad:
             raise ConfigError(
@@ -325,12 +337,15 @@ class EliasAdapter(WrapAdapter):
             "upstream": str(ctx.upstream),
             "y_orig": str(ddir / "lever" / "Y.trn.orig.npz"),
             "y_hard": str(ddir / "lever" / "Y.trn.hard.npz") if ctx.lever else None,
+            "processes": self.processes,
         }
         env = {
             "WANDB_MODE": os.environ.get("WANDB_MODE", "disabled"),  # ELIAS always calls wandb.init
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONPYCACHEPREFIX": str(w / "pycache"),  # bytecode of ELIAS's modules, not in the checkout
         }
+        if self.processes > 1 and not _cuda():
+            env["ACCELERATE_USE_CPU"] = "1"  # accelerate's multi-CPU mode: gloo
         out_dir = f"Results/{PROJECT}/{self.dataset}/{ctx.name}"
         return LaunchSpec(
             script="train.py",
@@ -338,6 +353,9 @@ class EliasAdapter(WrapAdapter):
             payload=payload,
             cwd=w,
             env=env,
+            processes=self.processes,
+            launcher="accelerate",
+            info={"launcher": "accelerate launch" if self.processes > 1 else "python"},
             then=[
                 LaunchSpec(
                     script="eval.py", argv=[f"{out_dir}/config.yaml"], payload=payload, cwd=w, env=env, name="eval"
@@ -347,13 +365,22 @@ class EliasAdapter(WrapAdapter):
 
     # -- in the ELIAS processes ----------------------------------------------------------------
     def patches(self, payload: dict[str, Any]) -> list[Patch]:
+        import importlib.util
+
+        from lever_elias import multiproc
         from lever_elias.patches import ensure_turtle, unshadow_datasets
+        from lever_plugins.wrap import probe
 
         # Process-level shims before ELIAS's modules load (this runs at interpreter start-up, see wrap.boot).
         ensure_turtle()
         if payload.get("upstream"):
             unshadow_datasets(payload["upstream"])
-        return make_patches(payload, self.plugin_loss())
+        out = make_patches(payload, self.plugin_loss())
+        if int(payload.get("processes") or 1) > 1 and importlib.util.find_spec("accelerate") is not None:
+            out.append(Patch("accelerate:Accelerator.__init__", multiproc.ddp_find_unused))
+        if probe.enabled():
+            out.append(Patch("losses:ELIASLoss.__init__", multiproc.probe_criterion))
+        return out
 
     # -- scores back ---------------------------------------------------------------------------
     def collect(self, ctx: Arm, spec: LaunchSpec) -> sp.csr_matrix:

@@ -4,7 +4,8 @@ import torch
 
 
 def unwrap(net):
-    return net
+    """The model inside a DistributedDataParallel wrapper (accelerate.prepare under several processes)."""
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
 
 
 def ToD(batch, device):

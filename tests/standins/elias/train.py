@@ -1,35 +1,51 @@
-"""Stand-in of ELIAS's train.py: a module-level script, paths relative to the working directory."""
+"""Stand-in of ELIAS's train.py: a module-level script, paths relative to the working directory.
 
-import logging
-import logging.config
-import os
-import sys
+As ELIAS's: an ``accelerate.Accelerator`` built at import, ``accelerator.prepare(net, optim, loader)``
+(data-parallel under ``accelerate launch``), ``accelerator.backward``, and only the main process logs,
+writes the config and evaluates; every rank waits for the others after each epoch."""
 
-import torch
-import yaml
-from datasets import DATA_MANAGERS, XMCEvaluator
-from losses import *  # noqa: F403
-from nets import *  # noqa: F403
-from resources import load_config_and_runtime_args
+from accelerate import Accelerator
+
+accelerator = Accelerator()
+IS_MAIN_PROC = accelerator.is_main_process
+
+import logging  # noqa: E402 (as ELIAS: the Accelerator first)
+import logging.config  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from datasets import DATA_MANAGERS, XMCEvaluator  # noqa: E402
+from dl_helper import unwrap  # noqa: E402
+from losses import *  # noqa: F403, E402
+from nets import *  # noqa: F403, E402
+from resources import load_config_and_runtime_args  # noqa: E402
 
 args = load_config_and_runtime_args(sys.argv)
+args.device = str(accelerator.device)
+args.num_gpu = accelerator.state.num_processes
 torch.manual_seed(0)
 args.DATA_DIR = f"Datasets/{args.dataset}"
 args.OUT_DIR = f"Results/{args.project}/{args.dataset}/{args.expname}"
 os.makedirs(args.OUT_DIR, exist_ok=True)
-with open("configs/logging.yaml") as f:
-    log_config = yaml.safe_load(f)
-log_config["handlers"]["file_handler"]["filename"] = f"{args.OUT_DIR}/log.txt"
-logging.config.dictConfig(log_config)
+if IS_MAIN_PROC:
+    with open("configs/logging.yaml") as f:
+        log_config = yaml.safe_load(f)
+    log_config["handlers"]["file_handler"]["filename"] = f"{args.OUT_DIR}/log.txt"
+    logging.config.dictConfig(log_config)
 
 data_manager = DATA_MANAGERS[args.data_manager](args)
 trn_loader, val_loader, _ = data_manager.build_data_loaders()
-with open(f"{args.OUT_DIR}/config.yaml", "w") as f:
-    yaml.safe_dump(vars(args), f)
-evaluator = XMCEvaluator(args, val_loader, data_manager, "val")
+if IS_MAIN_PROC:
+    with open(f"{args.OUT_DIR}/config.yaml", "w") as f:
+        yaml.safe_dump(vars(args), f)
+    evaluator = XMCEvaluator(args, val_loader, data_manager, "val")
+accelerator.wait_for_everyone()
 net = NETS[args.net](args)  # noqa: F405
 criterion = LOSSES[args.loss](args)  # noqa: F405
 optim = torch.optim.Adam(net.parameters(), lr=args.lr)
+net, optim, trn_loader = accelerator.prepare(net, optim, trn_loader)
 
 for epoch in range(args.num_epochs):
     net.train()
@@ -37,9 +53,11 @@ for epoch in range(args.num_epochs):
     for i, b in enumerate(trn_loader):
         loss = criterion(net, b)
         optim.zero_grad()
-        loss.backward()
+        accelerator.backward(loss)
         optim.step()
-        net.update_non_parameters(epoch, i)
+        unwrap(net).update_non_parameters(epoch, i)
         total += loss.item()
-    print(f"Mean loss after epoch {epoch}/{args.num_epochs}: {total / (i + 1):.4E}", flush=True)
-    evaluator.predict_and_track_eval(net, epoch, total / (i + 1))
+    if IS_MAIN_PROC:
+        print(f"Mean loss after epoch {epoch}/{args.num_epochs}: {total / (i + 1):.4E}", flush=True)
+        evaluator.predict_and_track_eval(unwrap(net), epoch, total / (i + 1))
+    accelerator.wait_for_everyone()

@@ -3,6 +3,8 @@
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
+from torch import nn
 from training_schedule import ThreePhaseOneCycleLR
 from transformers import AdamW
 
@@ -27,13 +29,28 @@ class Runner:
             self.optimizer.zero_grad()
             self.cycle_scheduler.step()
             total += loss.item()
-        print(f"Epoch: {epoch},  Train Loss: {total.item() / len(self.train_dl)}")
+        if getattr(params, "distributed", False):
+            dist.reduce(total, dst=0, op=dist.ReduceOp.SUM)
+        if getattr(params, "local_rank", 0) == 0:
+            print(f"Epoch: {epoch},  Train Loss: {total.item() / len(self.train_dl)}")
+        if getattr(params, "distributed", False):
+            dist.barrier()
         self.test(model, params, device, epoch)
 
     def train(self, model, params, device):
-        head = [*model.Cn_hidden.parameters(), *model.Cn.parameters(), *model.Cn_bias.parameters()]
+        if getattr(params, "distributed", False):
+            torch.cuda.set_device(params.local_rank)
+            device = torch.device("cuda", params.local_rank)
+            model = model.to(device)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[params.local_rank], output_device=params.local_rank, find_unused_parameters=True
+            )
+            module = model.module
+        else:
+            module = model
+        head = [*module.Cn_hidden.parameters(), *module.Cn.parameters(), *module.Cn_bias.parameters()]
         groups = [
-            {"params": list(model.bert.parameters()), "weight_decay": params.weight_decay, "lr": params.lr},
+            {"params": list(module.bert.parameters()), "weight_decay": params.weight_decay, "lr": params.lr},
             {"params": head, "weight_decay": 0.0, "lr": params.lr * 10},
         ]
         self.scaler = torch.amp.GradScaler("cuda")
@@ -43,10 +60,16 @@ class Runner:
             steps_per_epoch=len(self.train_dl),
         )  # fmt: skip
         for epoch in range(params.num_epochs):
+            if getattr(params, "distributed", False):
+                self.train_dl.sampler.set_epoch(epoch)
             self.fit_one_epoch(model, params, device, epoch + 1)
 
     @torch.no_grad()
     def test(self, model, params, device, epoch=0):
+        if not getattr(params, "dist_eval", False) and getattr(params, "local_rank", 0) != 0:
+            return
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
         model.eval()
         self.num = torch.zeros(self.top_k).cuda()
         rows, cols, vals, start = [], [], [], 0

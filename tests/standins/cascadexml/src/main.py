@@ -1,4 +1,7 @@
-"""Stand-in entry point: argparse flags as the upstream's, `cuda:0` hard-coded, per-level label collation."""
+"""Stand-in entry point: argparse flags as the upstream's, `cuda:0` hard-coded, per-level label collation.
+
+`--distributed` follows the upstream's DDP path: torchrun's environment, `init_process_group("nccl")`
+hard-coded, `cuda:<local_rank>`, a DistributedSampler over the train set (`Runner.train` wraps DDP)."""
 
 import argparse
 import os
@@ -6,6 +9,7 @@ import random
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from CascadeXML import CascadeXML
 from data_utils import load_data
 from dataset import *  # noqa: F403
@@ -20,7 +24,17 @@ def multi_collate(batch):
 
 
 def main(params):
-    device = torch.device("cuda:0")
+    if params.distributed:
+        env_dict = {key: os.environ[key] for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
+        dist.init_process_group(backend="nccl")
+        print(f"[{os.getpid()}] world_size = {dist.get_world_size()}, rank = {dist.get_rank()}, "
+              f"backend={dist.get_backend()}", flush=True)  # fmt: skip
+        params.rank = int(os.environ["RANK"])
+        params.local_rank = int(os.environ["LOCAL_RANK"])
+        device = torch.device("cuda", params.local_rank)
+    else:
+        params.local_rank = 0
+        device = torch.device("cuda:0")
     random.seed(params.seed)
     np.random.seed(params.seed)
     torch.manual_seed(params.seed)
@@ -28,10 +42,20 @@ def main(params):
     x_trn, x_tst, y_trn, y_tst, tfidf, inv_prop = load_data(params.data_path, params.bert, params.num_labels, False)
     train_dataset = MultiXMLGeneral(x_trn, y_trn, params, tfidf, mode="train")  # noqa: F405
     test_dataset = MultiXMLGeneral(x_tst, y_tst, params, mode="test")  # noqa: F405
-    train_dl = DataLoader(train_dataset, batch_size=params.batch_size, shuffle=True, collate_fn=multi_collate)
+    if params.distributed:
+        sampler = torch.utils.data.DistributedSampler(
+            train_dataset, shuffle=True, seed=params.seed, num_replicas=int(env_dict["WORLD_SIZE"])
+        )
+        train_dl = DataLoader(
+            train_dataset, batch_size=params.batch_size, collate_fn=multi_collate, sampler=sampler, shuffle=False
+        )
+    else:
+        train_dl = DataLoader(train_dataset, batch_size=params.batch_size, shuffle=True, collate_fn=multi_collate)
     test_dl = DataLoader(test_dataset, batch_size=params.batch_size, shuffle=False, collate_fn=multi_collate)
     model = CascadeXML(params=params, train_ds=train_dataset, device=device).to(device)
     Runner(params, train_dl, test_dl, inv_prop).train(model, params, device)
+    if params.distributed:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
@@ -53,5 +77,9 @@ if __name__ == "__main__":
     parser.add_argument("--cluster_name", default="clusters_eclare_4.pkl")
     parser.add_argument("--tree_depth", type=int, nargs="+", default=[10, 13, 16])
     parser.add_argument("--graph_name", default="graph.npz")
+    parser.add_argument("--distributed", action="store_true")
+    parser.add_argument("--local_rank", type=int, default=None)
+    parser.add_argument("--local_world_size", type=int, default=2)
+    parser.add_argument("--dist_eval", action="store_true")
     params = parser.parse_args()
     main(params)
