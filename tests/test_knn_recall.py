@@ -63,6 +63,10 @@ def test_index_is_tuned_until_the_sample_reaches_the_target(index: str):
     _, ids = knn_search(q, b, 10, index=index, nprobe=1, ef_search=1, hnsw_m=4, recall=0.95, recall_sample=300,
                         recall_min_score=0.5, info=info)
     assert info["method"] == index and info["reached"] and info["recall"] >= 0.95
+    # the stop rule is the lower confidence bound, written out here from the sample's pair count
+    lcb = info["recall"] - 1.645 * np.sqrt(info["recall"] * (1 - info["recall"]) / info["sample_pairs"])
+    assert info["recall_lower_95"] == pytest.approx(lcb, abs=2e-4) and lcb >= 0.95 - 1e-4
+    assert all(r - 1.645 * np.sqrt(r * (1 - r) / info["sample_pairs"]) < 0.95 for _, r in info["steps"][:-1])
     assert info["measured_on"] == "above_threshold" and info["sample_queries"] == 300
     param = "nprobe" if index == "ivf" else "ef_search"
     assert info["steps"][0][1] < 0.95 and info[param] > info["steps"][0][0]  # it had to raise the parameter

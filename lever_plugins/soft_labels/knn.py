@@ -7,7 +7,9 @@ faiss has a GPU).
 
 Recall target (``recall`` > 0): an approximate index is not used with a fixed nprobe/efSearch. A sample
 of ``recall_sample`` queries is searched exactly and with the index; nprobe (IVF) or efSearch (HNSW) is
-doubled until the index finds at least ``recall`` of the sample's exact neighbours whose score reaches
+doubled until a one-sided 95 % lower bound of the share of the sample's exact neighbours the index finds
+reaches ``recall`` (the point estimate alone stopped at 0.9509 and gave 0.943 on other queries), counting
+the neighbours whose score reaches
 ``recall_min_score`` (the neighbours that can become soft labels; all exact top-k neighbours when the
 sample has too few of those). What was chosen and the recall reached go into ``info``.
 
@@ -217,6 +219,9 @@ def _faiss_gpus() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
+LCB_Z = 1.645  # one-sided 95 % normal quantile for the recall's lower bound
+
+
 def tune_recall(idx: Any, kind: str, q: np.ndarray, exact: ExactSearch, k: int, target: float,
                 min_score: float | None, sample: int, max_param: int) -> dict[str, Any]:
     """Raise nprobe (IVF) or efSearch (HNSW) by doubling until the index reaches ``target`` recall of
@@ -243,6 +248,13 @@ def tune_recall(idx: Any, kind: str, q: np.ndarray, exact: ExactSearch, k: int, 
         found = np.minimum((a_sc >= floor).sum(1), n_rel)
         return float(found.sum() / n_rel.sum()) if n_rel.sum() else 1.0
 
+    pairs = max(int(n_rel.sum()), 1)
+
+    def lower(r: float) -> float:
+        # one-sided 95 % lower bound of the recall: a sample that just reaches the target (0.9509 measured)
+        # was seen to give 0.943 on other queries, so the bound, not the point estimate, must reach it
+        return r - LCB_Z * float(np.sqrt(max(r * (1.0 - r), 0.0) / pairs))
+
     name = "nprobe" if kind == "ivf" else "ef_search"
     get = (lambda: int(idx.nprobe)) if kind == "ivf" else (lambda: int(idx.hnsw.efSearch))
 
@@ -256,10 +268,11 @@ def tune_recall(idx: Any, kind: str, q: np.ndarray, exact: ExactSearch, k: int, 
     while True:
         r = recall()
         steps.append([get(), round(r, 4)])
-        if r >= target or get() >= max_param:
+        if lower(r) >= target or get() >= max_param:
             break
         put(min(2 * get(), max_param))
-    return {"method": kind, name: get(), "recall": round(r, 4), "target": target, "reached": r >= target,
+    return {"method": kind, name: get(), "recall": round(r, 4), "recall_lower_95": round(lower(r), 4),
+            "target": target, "reached": lower(r) >= target,
             "sample_queries": int(len(pick)), "sample_pairs": int(n_rel.sum()), "measured_on": measured_on,
             "steps": steps}
 
