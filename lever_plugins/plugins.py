@@ -194,10 +194,15 @@ def implementers(hook_name: str, pm: pluggy.PluginManager | None = None) -> list
     return [impl.plugin_name for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls())]
 
 
+def third_party(hook_name: str, pm: pluggy.PluginManager | None = None) -> list[str]:
+    """The plugins other than the built-in one implementing ``hook_name``, in call order."""
+    return [n for n in implementers(hook_name, pm) if n not in BUILTIN_MODULES]
+
+
 def loss_plugins(pm: pluggy.PluginManager | None = None) -> list[str]:
     """The third-party plugins implementing ``lever_loss`` (empty: the built-in BCE, the "default loss").
     Any of them may answer, so an adapter whose upstream loss cannot take the hook refuses the run."""
-    return [n for n in implementers("lever_loss", pm) if n not in BUILTIN_MODULES]
+    return third_party("lever_loss", pm)
 
 
 def installed(plugin_name: str) -> bool:

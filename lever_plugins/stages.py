@@ -355,16 +355,19 @@ def teacher_stage(
             "lbl_doc": z["lbl_doc"] if dense else None}, stage_key(key, uses)  # fmt: skip
 
 
-def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int) -> Any:
+def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.csr_matrix | None = None) -> Any:
     """The +LEVER arm's :class:`~lever_plugins.soft_labels.dense.DenseTargets` (``[soft_labels] mode =
-    "dense"``) from the teacher and soft-label stages' artefacts; None in sparse mode."""
+    "dense"``) from the teacher and soft-label stages' artefacts (``y_aug``: the soft stage's hard matrix,
+    if the caller has it loaded already); None in sparse mode."""
     s = cfg.soft_labels
     if s.mode != "dense":
         return None
     from lever_plugins.soft_labels.dense import DenseTargets
 
     z = np.load(run.root / "teacher/embeddings.npz")
-    hard = sp.load_npz(run.root / "soft/y_aug.npz").tocsr().astype(np.float32)[:rows]
+    if y_aug is None:
+        y_aug = sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
+    hard = y_aug.astype(np.float32)[:rows]
     n = ds.y_trn.shape[0]
     emb = np.vstack([z["doc"], z["lbl_doc"][: rows - n]]) if rows > n else z["doc"][:rows]
     return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
@@ -445,7 +448,7 @@ def preflight(cfg: RunConfig) -> Adapter:
             fix="exclude the loss plugin (LEVER_LOAD_PLUGINS, or uninstall it), or use an adapter that takes it "
             "(builtin, renee, elias, cascadexml)",
         )
-    blends = [n for n in plugins.implementers("lever_blend_targets") if n not in plugins.BUILTIN_MODULES]
+    blends = plugins.third_party("lever_blend_targets")
     if cfg.soft_labels.mode == "dense" and blends:
         raise ConfigError(
             f"soft_labels.mode = 'dense' forms its targets on the fly and would bypass lever_blend_targets, "
@@ -570,4 +573,4 @@ def arm_of(run: Run, ds: Dataset, cfg: RunConfig, name: str, feats: dict[str, An
     """The Arm of the A/B arm ``name`` ("base" or "lever") from :func:`arm_inputs`' rows and targets."""
     support = None if name == "base" else sp.load_npz(run.root / "soft/y_aug.npz").tocsr()
     arm = make_arm(run, ds, cfg, name, x, y, feats["tst"], x_sparse=arm_sparse(feats, y.shape[0]), support=support)
-    return arm if name == "base" else replace(arm, dense=dense_targets(run, ds, cfg, y.shape[0]))
+    return arm if name == "base" else replace(arm, dense=dense_targets(run, ds, cfg, y.shape[0], support))

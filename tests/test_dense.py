@@ -97,16 +97,21 @@ def test_pairwise_logistic_is_eq9():
     assert float(pairwise_logistic(pos, neg, 3.0)) == pytest.approx(want, rel=1e-6)
 
 
-def test_projection_learns_a_rotation():
-    """Documents are labels seen through a fixed rotation: the frozen scores rank poorly, the trained
-    projection recovers the labels (P@1 near 1), and its training loss falls."""
-    rng = np.random.default_rng(0)
-    L, d, n = 20, 12, 400
+def _rotated(seed: int, L: int, d: int, n: int):
+    """Documents that are their label's embedding seen through a fixed random rotation, plus noise."""
+    rng = np.random.default_rng(seed)
     v = normalize(rng.standard_normal((L, d)))
     q, _ = np.linalg.qr(rng.standard_normal((d, d)))
     lab = rng.integers(0, L, n)
     x = (v[lab] @ q.T + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
     y = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), lab)), shape=(n, L))
+    return x, y, v, lab
+
+
+def test_projection_learns_a_rotation():
+    """Documents are labels seen through a fixed rotation: the frozen scores rank poorly, the trained
+    projection recovers the labels (P@1 near 1), and its training loss falls."""
+    x, y, v, lab = _rotated(0, L=20, d=12, n=400)
     p1_frozen = np.mean(np.argmax(normalize(x) @ v.T, 1) == lab)
     P, losses = train_projection(x, y, v, epochs=30, lr=0.01, scale=10.0, negatives=5, batch_size=64)
     p1 = np.mean(np.argmax(normalize(x @ P.T) @ v.T, 1) == lab)
@@ -116,13 +121,7 @@ def test_projection_learns_a_rotation():
 
 def test_projection_with_label_sample_learns_too():
     """With a label sample smaller than L the same problem is learnt (the sampled path is exercised)."""
-    rng = np.random.default_rng(1)
-    L, d, n = 60, 12, 600
-    v = normalize(rng.standard_normal((L, d)))
-    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    lab = rng.integers(0, L, n)
-    x = (v[lab] @ q.T + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
-    y = sp.csr_matrix((np.ones(n, np.float32), (np.arange(n), lab)), shape=(n, L))
+    x, y, v, lab = _rotated(1, L=60, d=12, n=600)
     P, losses = train_projection(x, y, v, epochs=30, lr=0.01, scale=10.0, negatives=5, batch_size=64, label_sample=16)
     assert losses[-1] < 0.5 * losses[0]
     assert np.mean(np.argmax(normalize(x @ P.T) @ v.T, 1) == lab) > 0.9

@@ -108,6 +108,18 @@ def check_model(path: str | Path) -> None:
     _check_model(str(path), tuple(st))
 
 
+def check_teacher_model(model: str, where: str = "teacher.model") -> None:
+    """A teacher's preflight: ``model`` resolves to a local folder whose files load (:func:`check_model`);
+    a name that does not resolve is one LeverError at ``where``."""
+    from lever_plugins.errors import LeverError
+
+    try:
+        folder = resolve_model(model)
+    except LeverError as exc:
+        raise LeverError(f"{exc.what}: {model}", where=where, fix=exc.fix) from None
+    check_model(folder)
+
+
 @functools.lru_cache(maxsize=16)
 def _check_model(path: str, _stat: tuple) -> None:
     from transformers import AutoConfig, AutoTokenizer

@@ -155,14 +155,10 @@ class HeadTeacher:
         self._oof: np.ndarray | None = None
 
     def preflight(self) -> None:
-        from lever_plugins.errors import LeverError
-        from lever_plugins.teacher.encoder import check_model, resolve_model
+        """Before any stage: the frozen encoder's model resolves to a local folder whose files load."""
+        from lever_plugins.teacher.encoder import check_teacher_model
 
-        try:
-            folder = resolve_model(self.config.model)
-        except LeverError as exc:
-            raise LeverError(f"{exc.what}: {self.config.model}", where="teacher.model", fix=exc.fix) from None
-        check_model(folder)
+        check_teacher_model(self.config.model)
 
     def _frozen(self, texts: Sequence[str]) -> np.ndarray:
         from lever_plugins.teacher.encoder import embed_cached, shared_cache_dir

@@ -142,13 +142,9 @@ class SiameseTeacher:
         """Before any stage: the teacher's model resolves to a local folder whose files load, and its
         device exists."""
         from lever_plugins.errors import LeverError
-        from lever_plugins.teacher.encoder import check_model, resolve_device, resolve_model
+        from lever_plugins.teacher.encoder import check_teacher_model, resolve_device
 
-        try:
-            folder = resolve_model(self.config.model)
-        except LeverError as exc:
-            raise LeverError(f"{exc.what}: {self.config.model}", where="teacher.model", fix=exc.fix) from None
-        check_model(folder)
+        check_teacher_model(self.config.model)
         try:
             resolve_device(self.config.device)
         except LeverError as exc:

@@ -105,6 +105,10 @@ def train_lbfgs(
     l2 = float(config.l2)
     dev = torch.device(device)
     step = max(1, CHUNK_ENTRIES // max(L, 1))
+
+    def block(rows: slice) -> np.ndarray:
+        return dense.block(rows) if dense is not None else targets[rows].toarray()
+
     chunks = []
     keep_dense = M * L <= DENSE_TARGETS_MAX
     for s in range(0, M, step):
@@ -114,10 +118,7 @@ def train_lbfgs(
             part = x_sparse[s:e]
             xs = (_csr(part), _csr(part.T.tocsr()))
             xs = (xs[0].to(dev), xs[1].to(dev))
-        if dense is not None:
-            y = torch.from_numpy(dense.block(slice(s, e))).to(dev) if keep_dense else slice(s, e)
-        else:
-            y = torch.from_numpy(targets[s:e].toarray()).to(dev) if keep_dense else targets[s:e]
+        y = torch.from_numpy(block(slice(s, e))).to(dev) if keep_dense else slice(s, e)
         chunks.append((torch.from_numpy(x_train[s:e]).to(dev), xs, y))
 
     W = torch.zeros(L, d, device=dev)
@@ -141,7 +142,7 @@ def train_lbfgs(
                     z += xs[0] @ Ws
             z.requires_grad_(True)
             # the hook's value is a mean over entries; × entries / M makes Σ over the chunk / M
-            yd = y if keep_dense else torch.from_numpy(dense.block(y) if dense is not None else y.toarray()).to(dev)
+            yd = y if keep_dense else torch.from_numpy(block(y)).to(dev)
             loss = loss_fn(z, yd) * (z.numel() / M)
             loss.backward()
             g = z.grad
