@@ -58,12 +58,12 @@ def main() -> None:
     def loss(z, t):
         return F.binary_cross_entropy_with_logits(z, t, reduction="mean")
 
-    def fit(x, t, xs=None, dense=None, **over):
+    def fit(x, t, xs=None, dense=None, prior=None, **over):
         c = copy.copy(cfg.trainer)
         for k, v in over.items():
             setattr(c, k, v)
         return ova.train(x, sp.csr_matrix(t, dtype=np.float32), c, cfg.seed, loss, progress=False, x_sparse=xs,
-                         dense=dense)  # fmt: skip
+                         dense=dense, prior=prior)  # fmt: skip
 
     def topk(s, k=100):
         idx = np.argpartition(-s, k, axis=1)[:, :k]
@@ -122,16 +122,20 @@ def main() -> None:
         ca, cc, truth = v.pop("a", 1.0), v.pop("c", 0.0), v.pop("truth", "one")
         teacher, folds, hkw = v.pop("teacher", "frozen"), v.pop("folds", 5), v.pop("hkw", {})
         with_ens = v.pop("ensemble", True)
+        beta, targets = v.pop("prior", 0.0), v.pop("targets", "dense")
         if teacher == "frozen":
             rows, P = np.vstack([ttr, tl]), None
         else:
             P, oof = head(folds, **hkw)
             rows = np.vstack([oof, normalize(xl @ P.T)])
         dt = DenseTargets(hard=ya, rows=rows, labels=tl, lam=lam, calibration=calib, a=ca, c=cc, truth=truth)
+        # teacher prior: the student's dense weights are pulled towards β × the teacher's label embeddings
+        # (the features are the teacher's document side for the frozen teacher)
+        prior = beta * (tl if P is None else tl @ P) if beta else None
         t0 = time.time()
-        m, _ = fit(xa, ya, xsa, dense=dt, **v)
+        m, _ = fit(xa, ya, xsa, dense=dt if targets == "dense" else None, prior=prior, **v)
         s = m.scores(xte, sp_te)
-        name = f"dense {teacher} λ {lam} {calib} a {ca} c {cc} {truth} {v or ''}".strip()
+        name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} {v or ''}".strip()
         ev(name, s, f"{time.time() - t0:.0f} s")
         if with_ens:
             ens(f"{name} + teacher", s, cos_te if P is None else normalize(xte @ P.T) @ tl.T, (0.5, 0.7, 0.85))

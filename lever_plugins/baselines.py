@@ -202,6 +202,7 @@ class Ensemble:
             arm_sparse,
             cached_stage,
             dense_targets,
+            encoder_key,
             eval_kwargs,
             make_arm,
             save_csr,
@@ -238,7 +239,7 @@ class Ensemble:
         )
         # the hold-out classifier's input decides alpha too
         key = config_hash(
-            tkey, arm_key, trainer_key(cfg.trainer), cfg.encoder, cfg.seed, cfg.eval.ensemble_select, ALPHAS,
+            tkey, arm_key, trainer_key(cfg.trainer), encoder_key(cfg), cfg.seed, cfg.eval.ensemble_select, ALPHAS,
             *_sparse_mark(sparse), *([self.arm] if self.arm != "base" else []),
         )  # fmt: skip
         art = f"baselines/{self.name}/scores.npz"

@@ -41,6 +41,7 @@ class EncoderConfig:
     device: str = "auto"
     tfidf: bool = False  # also TF-IDF of the texts, for the built-in trainer's sparse head (hybrid input)
     tfidf_min_df: int = 1  # 1 keeps words seen once: near-duplicate documents share exactly those
+    amp: bool = True  # bf16 encoding on CPUs with AMX (~3× faster, cached apart); CUDA always encodes in fp16
 
 
 @dataclass
@@ -61,7 +62,7 @@ class TeacherConfig:
     cluster_update: int = 1  # re-cluster every this many epochs
     cluster_size: int = 8  # initial cluster size; doubles at each epoch in cluster_growth
     cluster_growth: list[int] = field(default_factory=list)
-    amp: bool = True  # CUDA only
+    amp: bool = True  # mixed precision: CUDA training; frozen encoding in bf16 on CPUs with AMX ([encoder] amp)
     device: str = "auto"
     seed: int = 0  # 0: use the run seed
     options: dict = field(default_factory=dict)  # [teacher.options]: keyword arguments for the teacher's factory

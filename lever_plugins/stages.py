@@ -191,6 +191,20 @@ def stage(run: Run, name: str, log: Any = None) -> Iterator[dict[str, Any]]:
         log(f"[{name}] {info['seconds']:.1f}s" + (" (cached)" if info.get("cached") else ""))
 
 
+def encoder_key(cfg: RunConfig) -> dict[str, Any]:
+    """The encoder settings a stage's key depends on: ``amp`` counts as the precision it gives the features,
+    and only when that is CPU bf16, so float32 runs keep the keys they had before ``amp`` existed."""
+    import dataclasses
+
+    from lever_plugins.teacher.encoder import encode_precision
+
+    d = dataclasses.asdict(cfg.encoder)
+    amp = d.pop("amp", False)
+    if encode_precision(cfg.encoder.device, amp) == "bf16":
+        d["precision"] = "bf16"
+    return d
+
+
 def features(ds: Dataset, cfg: RunConfig, progress: bool = True, needed: bool = True) -> dict[str, np.ndarray]:
     """Frozen-encoder features of train docs, test docs and label texts (cached by text hash).
     ``needed=False`` (trainers that encode text themselves) gives zero-width arrays instead."""
@@ -205,7 +219,8 @@ def features(ds: Dataset, cfg: RunConfig, progress: bool = True, needed: bool = 
     out = {}
     for key, texts in (("trn", ds.trn_texts), ("tst", ds.tst_texts), ("lbl", ds.lbl_texts)):
         out[key] = embed_cached(
-            texts, e.model, e.max_len, cache_dir() / "embeddings", batch_size=e.batch_size, device=e.device
+            texts, e.model, e.max_len, cache_dir() / "embeddings", batch_size=e.batch_size, device=e.device,
+            amp=e.amp,
         )
     if e.tfidf:  # fitted on the training documents only, so both arms see the same vocabulary
         from lever_plugins.tfidf import tfidf_features
@@ -516,7 +531,7 @@ def train_stage(run: Run, arm: Arm, cfg: RunConfig, upstream_key: str, log: Any 
     and the adapter's and ``lever_loss`` plugins."""
     r = _reg(plugins.adapters(), cfg.trainer.adapter, "adapter", "trainer.adapter")
     uses = [plugins.fingerprint(r.plugin), *hook_uses("lever_loss")]
-    key = cfgmod.config_hash(upstream_key, cfgmod.trainer_key(cfg.trainer), cfg.encoder, cfg.seed, arm.name)
+    key = cfgmod.config_hash(upstream_key, cfgmod.trainer_key(cfg.trainer), encoder_key(cfg), cfg.seed, arm.name)
     art = f"{arm.name}/scores.npz"
     arts = [art] + (
         [f"{arm.name}/encoder/config.json", f"{arm.name}/encoder/model.safetensors"] if cfg.trainer.finetune else []

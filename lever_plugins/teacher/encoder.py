@@ -218,10 +218,33 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-class Encoder:
-    """HF AutoModel + AutoTokenizer, mean pooling over the attention mask, L2-normalised float32 rows."""
+def cpu_bf16_fast() -> bool:
+    """True on CPUs with AMX tiles (Intel Sapphire Rapids and later), where bf16 autocast encodes MiniLM
+    ~3× faster than float32 (1,536 debtags texts: 4.3 s vs 13.2 s on 2 cores; mean cosine to the
+    float32 embeddings 0.99999). Without AMX, bf16 on CPU is emulated and slower, so it stays off."""
+    fn = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(fn()) if fn is not None else False
+    except Exception:  # a private torch helper: any failure means "don't rely on it"
+        return False
 
-    def __init__(self, model: str, max_len: int, device: str = "auto"):
+
+def encode_precision(device: str | torch.device = "auto", amp: bool = False) -> str:
+    """What encoding runs in: "fp16" on CUDA (always, as before ``amp`` existed), "bf16" on a CPU with AMX
+    when ``amp``, else "fp32"."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if dev.type == "cuda":
+        return "fp16"
+    return "bf16" if amp and dev.type == "cpu" and cpu_bf16_fast() else "fp32"
+
+
+class Encoder:
+    """HF AutoModel + AutoTokenizer, mean pooling over the attention mask, L2-normalised float32 rows.
+
+    ``amp``: bf16 autocast for encoding on CPUs where it is fast (:func:`encode_precision`); CUDA always
+    encodes under fp16 autocast."""
+
+    def __init__(self, model: str, max_len: int, device: str = "auto", amp: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
         if max_len < 1:
@@ -230,6 +253,7 @@ class Encoder:
         self.path = resolve_model(model)
         self.max_len = int(max_len)
         self.device = resolve_device(device)
+        self.precision = encode_precision(self.device, amp)
         quiet_third_party()  # transformers' "Loading weights" bar, once per load
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         # Batches are cut from right-padded max_len arrays; left padding would break that.
@@ -282,14 +306,14 @@ class Encoder:
         order = np.argsort(-lens, kind="stable")
         was_training = self.model.training
         self.model.eval()
-        use_amp = self.device.type == "cuda"
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
         try:
             with torch.inference_mode(), progress_bar(total=n, unit="text", desc=desc, enabled=progress,
                                                       unit_scale=True, smoothing=0.1) as bar:
                 for s in range(0, n, batch_size):
                     sel = order[s : s + batch_size]
                     x, mask = self.batch_tensors(ids[sel], lens[sel])
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                    with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                         emb = self.forward(x, mask)
                     out[sel] = emb.float().cpu().numpy()
                     bar.update(len(sel))
@@ -410,10 +434,14 @@ def shared_cache_dir() -> Path:
     return Path(root)
 
 
-def cache_folder(cache_dir: str | Path, model_path: str, max_len: int) -> Path:
-    key = hashlib.sha256(
-        json.dumps([model_identity(model_path), int(max_len), "mean", "l2"]).encode()
-    ).hexdigest()[:16]
+def cache_folder(cache_dir: str | Path, model_path: str, max_len: int, precision: str = "fp32") -> Path:
+    """The cache folder of (model, max_len, pooling) and, for CPU bf16 encoding, the precision: bf16 rows
+    differ from float32 ones in the 3rd-4th digit, so the two never share a folder (float32 and CUDA fp16
+    keep the folder they had before precisions were told apart)."""
+    parts: list = [model_identity(model_path), int(max_len), "mean", "l2"]
+    if precision == "bf16":
+        parts.append("bf16")
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
     return Path(cache_dir) / key
 
 
@@ -425,8 +453,10 @@ def embed_cached(
     batch_size: int = 128,
     device: str = "auto",
     progress: bool = True,
+    amp: bool = False,
 ) -> np.ndarray:
     """Embeddings of ``texts`` (L2-normalised float32), encoding only texts not already cached.
+    ``amp``: bf16 encoding where it is fast (:func:`encode_precision`), cached apart from float32.
 
     The cache key is (model identity, max_len) for the folder and sha256 of each text inside it.
     Under torchrun every rank calls this: each encodes a slice of the missing texts, the slices are
@@ -434,7 +464,7 @@ def embed_cached(
     """
     dist.barrier()  # every rank sees the same cache (rank 0 may just have written a shard)
     path = resolve_model(model)
-    folder = cache_folder(cache_dir, path, max_len)
+    folder = cache_folder(cache_dir, path, max_len, encode_precision(device, amp))
     cache = EmbeddingCache(folder)
     hashes = text_hashes(texts)
     found, out = cache.lookup(hashes)
@@ -443,14 +473,14 @@ def embed_cached(
     missing = np.flatnonzero(~found)
     # Encode each distinct missing text once.
     uniq_h, first, inverse = np.unique(hashes[missing], return_index=True, return_inverse=True)
-    enc = Encoder(path, max_len, device=device)
+    enc = Encoder(path, max_len, device=device, amp=amp)
     new = dist.encode_sharded(
         lambda part: enc.encode(list(part), batch_size=batch_size, progress=progress and dist.is_main()),
         [texts[i] for i in missing[first]])
     if dist.is_main():
         if not (folder / "meta.json").exists():
             write_json(folder / "meta.json", {"model": model, "path": path, "max_len": max_len,
-                                              "pooling": "mean", "normalize": "l2"})
+                                              "pooling": "mean", "normalize": "l2", "precision": enc.precision})
         cache.add(uniq_h, new)
     dist.barrier()
     if out is None:

@@ -165,7 +165,7 @@ class HeadTeacher:
 
         c = self.config
         return embed_cached(list(texts), c.model, c.max_len, shared_cache_dir() / "embeddings", device=c.device,
-                            progress=self.progress)  # fmt: skip
+                            progress=self.progress, amp=c.amp)  # fmt: skip
 
     def _key(self, doc_texts: Sequence[str], lbl_texts: Sequence[str], y: sp.csr_matrix) -> str:
         from lever_plugins.teacher.encoder import text_hashes

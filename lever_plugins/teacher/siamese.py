@@ -162,7 +162,7 @@ class SiameseTeacher:
 
             c = self.config
             return embed_cached(texts, c.model, c.max_len, shared_cache_dir() / "embeddings", device=c.device,
-                                progress=self.progress)  # fmt: skip
+                                progress=self.progress, amp=c.amp)  # fmt: skip
         enc, bs = self.encoder, max(self.config.batch_size, 128)
         return dist.encode_sharded(
             lambda part: enc.encode(list(part), batch_size=bs, progress=self.progress and dist.is_main()),

@@ -84,6 +84,7 @@ def train_lbfgs(
     desc: str = "",
     dense: Any = None,
     device: Any = "cpu",
+    prior: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
     (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats. Settings are checked by
@@ -96,6 +97,8 @@ def train_lbfgs(
     ``on_checkpoint(iterations, arrays)`` (benchmarks): called every ``checkpoint_every`` iterations
     with copies of the current weights; the path is the uncheckpointed one, at the cost of one extra
     evaluation per checkpoint. ``trace`` (a list) receives the objective of every evaluation.
+    ``prior`` (L×d): the dense weights start there and the penalty becomes (l2/2)·‖W − prior‖², so a label
+    with little data keeps the prior's scores (a teacher prior: β × the teacher's label embeddings).
     ``device``: where the features, targets, weights and every evaluation live (the trainer's device:
     CUDA when present); the returned arrays are numpy on the host."""
     import torch
@@ -123,7 +126,8 @@ def train_lbfgs(
         y = torch.from_numpy(block(slice(s, e))).to(dev) if keep_dense else slice(s, e)
         chunks.append((torch.from_numpy(x_train[s:e]).to(dev), xs, y))
 
-    W = torch.zeros(L, d, device=dev)
+    P = None if prior is None else torch.from_numpy(np.ascontiguousarray(prior, np.float32)).to(dev)
+    W = torch.zeros(L, d, device=dev) if P is None else P.clone()
     b = torch.from_numpy(np.asarray(bias0, np.float32).copy()).to(dev)
     Ws = torch.zeros(x_sparse.shape[1], L, device=dev) if x_sparse is not None else None
     params = [W, b] + ([Ws] if Ws is not None else [])
@@ -155,8 +159,9 @@ def train_lbfgs(
                     gWs += xs[1] @ g
             total += float(loss.detach())
         with torch.no_grad():
-            reg = 0.5 * l2 * float(W.pow(2).sum() + (Ws.pow(2).sum() if Ws is not None else 0.0))
-            gW.add_(W, alpha=l2)
+            dW = W if P is None else W - P
+            reg = 0.5 * l2 * float(dW.pow(2).sum() + (Ws.pow(2).sum() if Ws is not None else 0.0))
+            gW.add_(dW, alpha=l2)
             if Ws is not None:
                 gWs.add_(Ws, alpha=l2)
         W.grad, b.grad = gW, gb

@@ -368,6 +368,7 @@ def train(
     x_sparse: sp.spmatrix | None = None,
     encoder: Any = None,
     dense: Any = None,
+    prior: np.ndarray | None = None,
 ) -> tuple[OvAModel, dict[str, Any]]:
     """Train the OvA classifier on ``x_train`` (M×d) and soft or binary ``targets`` (M×L CSR in [0, 1]).
 
@@ -383,6 +384,7 @@ def train(
     ``dense.block(rows, columns)`` (the teacher's score on every column: all labels in full mode, each
     batch's candidates in shortlist mode); ``targets`` then only seeds the head and, in shortlist mode,
     contributes its stored entries to the candidates.
+    ``prior`` (L×d, L-BFGS only): the dense weights' prior centre (:func:`lever_plugins.trainer.lbfgs.train_lbfgs`).
     Returns the trained model and JSON-able stats (per-epoch seconds, losses, validation P@1).
     """
     import torch
@@ -423,6 +425,9 @@ def train(
             )
         if xs.nnz and not np.isfinite(xs.data).all():
             raise DataError("sparse features contain NaN or infinity", where="trainer x_sparse")
+    if prior is not None and getattr(config, "solver", "sgd") != "lbfgs":
+        raise ConfigError("a weight prior needs trainer.solver = 'lbfgs' (the penalty is its centre)",
+                          where="[soft_labels] prior", fix="set [trainer] solver = 'lbfgs', or prior = 0")  # fmt: skip
     w0, b0 = _init_head(x_train, targets)
     shape_stats = {
         "mode": mode, "rows": M, "labels": L, "dim": d, "sparse_dim": 0 if xs is None else xs.shape[1],
@@ -433,7 +438,7 @@ def train(
 
         check_config(config, hidden=hidden, finetune=encoder is not None)
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress,
-                                     dense=dense, device=device)  # fmt: skip
+                                     dense=dense, device=device, prior=prior)  # fmt: skip
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
         events.emit("epoch", what="trainer", epoch=1, loss=solved["objective"],
                     docs_per_s=M / max(solved["seconds"], 1e-9), seconds=solved["seconds"])
