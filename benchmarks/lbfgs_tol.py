@@ -4,8 +4,8 @@ Runs the configured L-BFGS head (``[trainer] solver = "lbfgs"``) on a train hold
 default 10 %; the test split is never read), with ``tol = 0`` and ``max_iter`` iterations, pausing
 every ``--every`` iterations to score the hold-out. Prints, per arm, the objective and metrics at each
 checkpoint, and for each candidate tolerance the iteration where ``tol`` would stop the solver (the end of
-the first 10-iteration window whose objective drop is below ``tol × F(start)``) with the metrics there minus
-the final ones.
+the first 10-iteration window whose objective drop is below ``tol`` × the decrease achieved so far) with
+the metrics there minus the final ones.
 Writes the table to ``--out`` (JSON). The checkpoints leave the solver's path unchanged.
 
     python benchmarks/lbfgs_tol.py --data data/debtags-bookworm --config configs/debtags.toml \\
@@ -82,9 +82,9 @@ def main() -> None:
             stats["cpu_seconds_total"] = round(time.process_time() - c0, 1)
             final = points[-1]
             # Where would tol stop? The solver's rule (lbfgs.TOL_WINDOW): after each window of iterations, stop
-            # when the window lowered the best objective by less than tol × F(start). Iterations are mapped to
-            # evaluations at the run's mean evaluations per iteration (line-search trial points are in the
-            # trace), so a stop is placed to within a few evaluations.
+            # when the window lowered the best objective by less than tol × the decrease achieved so far.
+            # Iterations are mapped to evaluations at the run's mean evaluations per iteration (line-search
+            # trial points are in the trace), so a stop is placed to within a few evaluations.
             from lever_plugins.trainer.lbfgs import TOL_WINDOW
 
             per_it = len(trace) / max(stats["iterations"], 1)
@@ -93,7 +93,7 @@ def main() -> None:
                 prev, stop_it = float("inf"), stats["iterations"]
                 for it in range(TOL_WINDOW, stats["iterations"] + 1, TOL_WINDOW):
                     best = min(trace[: max(1, int(round(it * per_it)))])
-                    if prev - best < tol * trace[0]:
+                    if prev - best < tol * (trace[0] - best):
                         stop_it = it
                         break
                     prev = best

@@ -112,7 +112,7 @@ class TrainerConfig:
     solver: str = "sgd"  # "sgd": mini-batch Adam; "lbfgs": full-batch L-BFGS on the convex L2 problem (full mode)
     l2: float = 1e-5  # lbfgs: L2 penalty (l2/2)·|W|² on the per-row mean loss (bias not penalised)
     max_iter: int = 200  # lbfgs: iterations
-    tol: float = 0.0  # lbfgs: stop when 10 iterations lower the objective by < tol × its start value (0 = off)
+    tol: float = 0.0  # lbfgs: stop when 10 iterations lower the objective by < tol × its decrease so far (0 = off)
     device: str = "auto"
     upstream: str = ""  # upstream checkout for wrapping adapters (renee, elias, ...): `--upstream PATH`
     upstream_args: list[str] = field(default_factory=list)  # extra arguments for the upstream entry point
