@@ -235,3 +235,15 @@ def test_dense_mode_refuses_a_blend_plugin(tiny_lf: Path):
     finally:
         pm.unregister(name="test-blend")
     stages.preflight(cfg)
+
+
+def test_dense_with_an_lbfgs_tolerance_is_refused_with_the_fix():
+    """configs/debtags.toml stops L-BFGS with tol = 1e-2, which stops dense runs after ~25 iterations
+    (measured); switching that config to dense mode is one error line naming the key and the fix."""
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(config.ConfigError) as e:
+        config.load(root / "configs/debtags.toml", {"soft_labels": {"mode": "dense"}})
+    assert "trainer.tol" in e.value.what and "--set trainer.tol=0" in e.value.fix
+    ok = config.load(root / "configs/debtags.toml", {"soft_labels": {"mode": "dense"}, "trainer": {"tol": 0.0}})
+    assert ok.soft_labels.mode == "dense" and ok.trainer.tol == 0.0
+    assert config.load(root / "configs/debtags.toml").trainer.tol == 1e-2  # sparse keeps its tolerance
