@@ -427,7 +427,7 @@ def train(
             raise DataError("sparse features contain NaN or infinity", where="trainer x_sparse")
     if prior is not None and getattr(config, "solver", "sgd") != "lbfgs":
         raise ConfigError("a weight prior needs trainer.solver = 'lbfgs' (the penalty is its centre)",
-                          where="[soft_labels] prior", fix="set [trainer] solver = 'lbfgs', or prior = 0")  # fmt: skip
+                          where="ova.train prior", fix="set [trainer] solver = 'lbfgs', or prior=None")  # fmt: skip
     w0, b0 = _init_head(x_train, targets)
     shape_stats = {
         "mode": mode, "rows": M, "labels": L, "dim": d, "sparse_dim": 0 if xs is None else xs.shape[1],
