@@ -7,6 +7,7 @@ label rows, and dense +LEVER variants (with or without the teacher blended back 
 
 Each JSON argument is one dense variant: ``lam`` (λ), ``calib`` ("linear" or "sigmoid" with ``a``, ``c``),
 ``truth`` ("one"/"blend"), ``teacher`` ("frozen" or "head" with ``folds`` and head options ``hkw``),
+``init`` ("teacher": the head starts at the teacher's calibrated scores, ``DenseTargets.student_init``),
 ``ensemble`` (also print the student blended with the teacher at α 0.5/0.7/0.85), and any TrainerConfig
 key to override. The ensemble rows print every α (the best is chosen on these same hold-out numbers, so it
 is optimistic for the ensemble). The tables in docs/distillation.md come from this script.
@@ -59,12 +60,12 @@ def main() -> None:
     def loss(z, t):
         return F.binary_cross_entropy_with_logits(z, t, reduction="mean")
 
-    def fit(x, t, xs=None, dense=None, prior=None, **over):
+    def fit(x, t, xs=None, dense=None, prior=None, init=None, **over):
         c = copy.copy(cfg.trainer)
         for k, v in over.items():
             setattr(c, k, v)
         return ova.train(x, sp.csr_matrix(t, dtype=np.float32), c, cfg.seed, loss, progress=False, x_sparse=xs,
-                         dense=dense, prior=prior)  # fmt: skip
+                         dense=dense, prior=prior, init=init)  # fmt: skip
 
     def topk(s, k=100):
         idx = np.argpartition(-s, k, axis=1)[:, :k]
@@ -126,6 +127,7 @@ def main() -> None:
         teacher, folds, hkw = v.pop("teacher", "frozen"), v.pop("folds", 5), v.pop("hkw", {})
         with_ens = v.pop("ensemble", True)
         beta, targets = v.pop("prior", 0.0), v.pop("targets", "dense")
+        init = v.pop("init", "")
         if teacher == "frozen":
             rows, P = np.vstack([ttr, tl]), None
         else:
@@ -136,9 +138,11 @@ def main() -> None:
         # (the features are the teacher's document side for the frozen teacher)
         prior = beta * (tl if P is None else tl @ P) if beta else None
         t0 = time.time()
-        m, _ = fit(xa, ya, xsa, dense=dt if targets == "dense" else None, prior=prior, **v)
+        m, _ = fit(xa, ya, xsa, dense=dt if targets == "dense" else None, prior=prior,
+                   init=dt.student_init() if init == "teacher" else None, **v)  # fmt: skip
         s = m.scores(xte, sp_te)
-        name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} {v or ''}".strip()
+        name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} init {init or '-'} {v or ''}"
+        name = name.strip()
         ev(name, s, f"{time.time() - t0:.0f} s")
         if with_ens:
             ens(f"{name} + teacher", s, cos_te if P is None else normalize(xte @ P.T) @ tl.T, (0.5, 0.7, 0.85))

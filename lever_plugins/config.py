@@ -88,6 +88,7 @@ class SoftLabelConfig:
     blend_mode: str = "paper"  # "paper" (lambda blend) or "union" (the official code's released matrix)
     mode: str = "sparse"  # "sparse": kNN pairs above the threshold; "dense": the teacher's score on every scored pair
     dense_truth: str = "one"  # dense: ground-truth pairs at 1 ("one") or at lambda + (1-lambda)*p ("blend")
+    dense_init: str = "centroids"  # dense: the head starts at label centroids, or at the teacher's scores ("teacher")
     options: dict = field(default_factory=dict)  # [soft_labels.options]: keyword arguments for the provider's factory
 
 
@@ -224,6 +225,7 @@ _CHOICES = {
     ("soft_labels", "blend_mode"): ("paper", "union"),
     ("soft_labels", "mode"): ("sparse", "dense"),
     ("soft_labels", "dense_truth"): ("one", "blend"),
+    ("soft_labels", "dense_init"): ("centroids", "teacher"),
     ("trainer", "negatives"): ("full", "shortlist"),
     ("trainer", "solver"): ("sgd", "lbfgs"),
     ("data", "text"): ("title", "title+content"),
@@ -445,6 +447,8 @@ def soft_key(soft: SoftLabelConfig) -> dict[str, Any]:
     if soft.mode == "sparse":
         for k in ("mode", "dense_truth"):
             d.pop(k, None)
+    if soft.mode == "sparse" or soft.dense_init == "centroids":  # the start before dense_init existed
+        d.pop("dense_init", None)
     return d
 
 

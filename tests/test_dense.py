@@ -247,3 +247,104 @@ def test_dense_with_an_lbfgs_tolerance_is_refused_with_the_fix():
     ok = config.load(root / "configs/debtags.toml", {"soft_labels": {"mode": "dense"}, "trainer": {"tol": 0.0}})
     assert ok.soft_labels.mode == "dense" and ok.trainer.tol == 0.0
     assert config.load(root / "configs/debtags.toml").trainer.tol == 1e-2  # sparse keeps its tolerance
+
+
+@pytest.mark.parametrize("calibration,lam", [("sigmoid", 0.5), ("sigmoid", 0.2), ("linear", 0.5)])
+def test_student_init_starts_at_the_negatives_target(calibration, lam):
+    """A student whose features are the teacher rows, with the init head, predicts (1 − λ)·p̂ — the target of
+    every non-positive pair — written out here with numpy: exactly in the tail for sigmoid, to first order
+    around cos = 0 for linear."""
+    _, y, rows, labels = _problem(3, n=200, L=40, d=6)
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=lam, calibration=calibration, a=20.0, c=-14.0)
+    w, b = dt.student_init()
+    assert w.shape == labels.shape and b.shape == (labels.shape[0],)
+    cos = rows @ labels.T
+    pred = 1.0 / (1.0 + np.exp(-(rows @ w.T + b)))
+    if calibration == "sigmoid":
+        target = (1 - lam) / (1.0 + np.exp(-(20.0 * cos - 14.0)))
+        tail = target < 1e-3
+        assert tail.sum() > 1000
+        np.testing.assert_allclose(pred[tail], target[tail], rtol=2e-3)
+    else:
+        target = (1 - lam) * (1.0 + cos) / 2.0
+        near = np.abs(cos) < 0.05
+        assert near.sum() > 50
+        np.testing.assert_allclose(pred[near], target[near], atol=2e-3)  # second order in cos
+        far = np.abs(cos) > 0.5
+        assert np.abs(pred[far] - target[far]).max() > 2e-3  # only a tangent: it is not exact elsewhere
+
+
+@pytest.mark.parametrize("negatives,solver", [("full", "sgd"), ("shortlist", "sgd"), ("full", "lbfgs")])
+def test_trainer_init_is_the_starting_point(negatives, solver, one_torch_thread):
+    """Zero epochs (Adam) return the given head exactly; L-BFGS from the init reaches the same optimum
+    as from zero (the objective is convex), so the start changes the path, not the answer."""
+    from lever_plugins.errors import DataError
+    from lever_plugins.trainer import ova
+
+    x, y, rows, labels = _problem(4)
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=0.5, calibration="sigmoid", a=5.0, c=-2.0)
+    w0, b0 = dt.student_init()
+    w0 = w0 + np.float32(0.01)  # differs from every other start the trainer could pick
+    cfg = config.TrainerConfig(negatives=negatives, solver=solver, epochs=0, batch_size=16, lr=0.05, max_iter=300,
+                               shortlist_size=4, weight_decay=0.0, l2=1e-2)
+    m, _ = ova.train(rows, y, cfg, seed=1, progress=False, dense=dt, init=(w0, b0))
+    if solver == "sgd":
+        np.testing.assert_array_equal(m.weight, w0)
+        np.testing.assert_array_equal(m.bias, b0)
+        m0, _ = ova.train(rows, y, cfg, seed=1, progress=False, dense=dt)
+        assert np.abs(m0.weight - w0).max() > 0.1  # without init: centroids
+    else:
+        m0, _ = ova.train(rows, y, cfg, seed=1, progress=False, dense=dt)
+        assert np.abs(m.weight - w0).max() > 1e-2  # it moved
+        np.testing.assert_allclose(m.weight, m0.weight, atol=2e-3)
+        np.testing.assert_allclose(m.bias, m0.bias, atol=2e-3)
+        cfg.max_iter = 1  # one iteration from each start: the init is where the path begins
+        m1, _ = ova.train(rows, y, cfg, seed=1, progress=False, dense=dt, init=(w0, b0))
+        m01, _ = ova.train(rows, y, cfg, seed=1, progress=False, dense=dt)
+        assert np.abs(m1.weight - w0).max() < np.abs(m01.weight - w0).max()
+    with pytest.raises(DataError, match="head init"):
+        ova.train(rows, y, cfg, seed=1, progress=False, dense=dt, init=(w0[:, :3], b0))
+
+
+def test_student_init_maps_other_features_by_least_squares():
+    """Student features that are an invertible linear map of the teacher rows give the same logits as the
+    exact init on the rows themselves (the least-squares map recovers the inverse); unrelated features do
+    not, and a row-count mismatch is refused."""
+    from lever_plugins.errors import DataError
+
+    _, y, rows, labels = _problem(5, n=300, L=20, d=6)
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=0.5, calibration="sigmoid", a=20.0, c=-14.0)
+    w, b = dt.student_init()
+    mix = np.random.default_rng(0).standard_normal((6, 9)).astype(np.float32)  # rank 6, into 9 dims
+    x = rows @ mix
+    wx, bx = dt.student_init(x)
+    assert wx.shape == (20, 9)
+    np.testing.assert_allclose(x @ wx.T + bx, rows @ w.T + b, atol=1e-2)
+    noise = np.random.default_rng(1).standard_normal((300, 6)).astype(np.float32)
+    wn, bn = dt.student_init(noise)
+    assert np.abs(noise @ wn.T + bn - (rows @ w.T + b)).max() > 1.0
+    with pytest.raises(DataError, match="teacher rows"):
+        dt.student_init(x[:10])
+
+
+def test_dense_init_key_wires_the_teacher_start(one_torch_thread):
+    """`[soft_labels] dense_init = "teacher"` reaches the trainer (zero epochs give back the teacher head on
+    the features it was given); a bad value is one config error; the "centroids" default and sparse mode
+    keep the soft stage's old cache key."""
+    from lever_plugins.trainer import ova
+
+    _, y, rows, labels = _problem(6, n=120, L=12, d=5)
+    x = rows @ np.random.default_rng(2).standard_normal((5, 7)).astype(np.float32)
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=0.5, calibration="sigmoid", a=20.0, c=-14.0,
+                      start="teacher")  # fmt: skip
+    cfg = config.TrainerConfig(negatives="shortlist", epochs=0, shortlist_size=4)
+    m, _ = ova.train(x, y, cfg, seed=0, progress=False, dense=dt)
+    w, b = dt.student_init(x)
+    np.testing.assert_array_equal(m.weight, w)
+    np.testing.assert_array_equal(m.bias, b)
+    with pytest.raises(config.ConfigError, match="dense_init"):
+        config.load(None, {"soft_labels": {"mode": "dense", "dense_init": "zeros"}})
+    base = config.SoftLabelConfig(mode="dense")
+    assert "dense_init" not in config.soft_key(base)
+    assert config.soft_key(config.SoftLabelConfig(mode="dense", dense_init="teacher"))["dense_init"] == "teacher"
+    assert "dense_init" not in config.soft_key(config.SoftLabelConfig(dense_init="teacher"))  # sparse: unused

@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from lever_plugins.errors import ConfigError, DataError
 
 TRUTH = ("one", "blend")
+START = ("centroids", "teacher")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class DenseTargets:
     """Targets computed block by block. ``hard``: M×L binary (ground truth, and each label row's own
     label); ``rows``: M×d teacher embeddings of the training rows; ``labels``: L×d teacher label
     embeddings; ``lam``: weight of the hard target; ``calibration``: "linear" or "sigmoid" with
-    ``a`` (scale) and ``c`` (offset): σ(a·cos + c)."""
+    ``a`` (scale) and ``c`` (offset): σ(a·cos + c); ``start``: where the built-in trainer's head starts,
+    "centroids" (its default) or "teacher" (:meth:`student_init`)."""
 
     hard: sp.csr_matrix
     rows: np.ndarray
@@ -49,6 +51,7 @@ class DenseTargets:
     a: float = 1.0
     c: float = 0.0
     truth: str = "one"
+    start: str = "centroids"
 
     def __post_init__(self) -> None:
         M, L = self.hard.shape
@@ -62,6 +65,9 @@ class DenseTargets:
         if self.truth not in TRUTH:
             raise ConfigError(f"dense truth {self.truth!r} is not one of {', '.join(TRUTH)}",
                               where="soft_labels.dense_truth")  # fmt: skip
+        if self.start not in START:
+            raise ConfigError(f"dense init {self.start!r} is not one of {', '.join(START)}",
+                              where="soft_labels.dense_init")  # fmt: skip
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,6 +91,36 @@ class DenseTargets:
         if self.truth == "one":
             np.maximum(t, y, out=t)
         return t
+
+    def student_init(self, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(weight L×d, bias L) of a linear head on the student's features ``x`` (M×d, the training rows in
+        the order of ``rows``) whose logit on row i approximates logit((1 − λ)·p̂(u_i, l)), the target of every
+        non-positive pair: the student starts where the soft part of the loss wants it, so labels that are
+        rarely scored (shortlist mode, few epochs) keep the teacher's ranking.
+
+        In cos: exact for ``sigmoid`` while p̂ ≪ 1 (σ(z) ≈ e^z there, so logit((1 − λ)σ(a·cos + c)) ≈
+        a·cos + c + log(1 − λ)); for ``linear`` the tangent at cos = 0. In the features: when ``x`` is the
+        teacher rows (the frozen teacher on the cached feature embeddings; None means that) the head is
+        exact; otherwise the teacher rows are first mapped from ``x`` by least squares (u ≈ x·A, fitted on
+        these rows), so any teacher and any dense features give a start."""
+        q = max(1.0 - self.lam, 1e-6)
+        if self.calibration == "linear":
+            p0 = 0.5 * q  # (1 − λ)·(1 + 0)/2
+            scale, bias = 0.5 * q / (p0 * (1.0 - p0)), float(np.log(p0 / (1.0 - p0)))
+        else:
+            scale, bias = float(self.a), float(self.c) + float(np.log(q))
+        v = self.labels.astype(np.float64)
+        if x is not None and not (x.shape == self.rows.shape and np.array_equal(x, self.rows)):
+            if x.shape[0] != self.rows.shape[0]:
+                raise DataError(f"{x.shape[0]} feature rows for {self.rows.shape[0]} teacher rows",
+                                where="soft_labels dense_init")  # fmt: skip
+            xd = x.astype(np.float64)
+            g = xd.T @ xd
+            g[np.diag_indices_from(g)] += 1e-6 * max(float(np.trace(g)) / g.shape[0], 1e-12)
+            A = np.linalg.solve(g, xd.T @ self.rows.astype(np.float64))  # d_x × d_teacher
+            v = v @ A.T
+        w = (scale * v).astype(np.float32)
+        return w, np.full(self.labels.shape[0], bias, dtype=np.float32)
 
     def sparse_export(self, k: int) -> sp.csr_matrix:
         """The top-``k`` targets of each row as CSR (ground truth always kept): for trainers that take a

@@ -85,6 +85,7 @@ def train_lbfgs(
     dense: Any = None,
     device: Any = "cpu",
     prior: np.ndarray | None = None,
+    weight0: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Minimise F (module docstring) from W = 0, Ws = 0, b = ``bias0``; returns the arrays ``weight``
     (L×d), ``bias`` (L), ``sparse_weight`` (V×L or None) and JSON-able stats. Settings are checked by
@@ -102,6 +103,7 @@ def train_lbfgs(
     evaluation per checkpoint. ``trace`` (a list) receives the objective of every evaluation.
     ``prior`` (L×d): the dense weights start there and the penalty becomes (l2/2)·‖W − prior‖², so a label
     with little data keeps the prior's scores (a teacher prior: β × the teacher's label embeddings).
+    ``weight0`` (L×d): the dense weights' start (default 0, or the prior); the optimum does not depend on it.
     ``device``: where the features, targets, weights and every evaluation live (the trainer's device:
     CUDA when present); the returned arrays are numpy on the host."""
     import torch
@@ -130,7 +132,10 @@ def train_lbfgs(
         chunks.append((torch.from_numpy(x_train[s:e]).to(dev), xs, y))
 
     P = None if prior is None else torch.from_numpy(np.ascontiguousarray(prior, np.float32)).to(dev)
-    W = torch.zeros(L, d, device=dev) if P is None else P.clone()
+    if weight0 is not None:
+        W = torch.from_numpy(np.array(weight0, np.float32)).to(dev)
+    else:
+        W = torch.zeros(L, d, device=dev) if P is None else P.clone()
     b = torch.from_numpy(np.asarray(bias0, np.float32).copy()).to(dev)
     Ws = torch.zeros(x_sparse.shape[1], L, device=dev) if x_sparse is not None else None
     params = [W, b] + ([Ws] if Ws is not None else [])

@@ -369,6 +369,7 @@ def train(
     encoder: Any = None,
     dense: Any = None,
     prior: np.ndarray | None = None,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[OvAModel, dict[str, Any]]:
     """Train the OvA classifier on ``x_train`` (M×d) and soft or binary ``targets`` (M×L CSR in [0, 1]).
 
@@ -385,6 +386,9 @@ def train(
     batch's candidates in shortlist mode); ``targets`` then only seeds the head and, in shortlist mode,
     contributes its stored entries to the candidates.
     ``prior`` (L×d, L-BFGS only): the dense weights' prior centre (:func:`lever_plugins.trainer.lbfgs.train_lbfgs`).
+    ``init`` (weight L×d, bias L): the head's starting point instead of label centroids and prior biases
+    (:meth:`lever_plugins.soft_labels.dense.DenseTargets.student_init`: the teacher's calibrated scores; taken
+    from ``dense`` when its ``start`` is "teacher").
     Returns the trained model and JSON-able stats (per-epoch seconds, losses, validation P@1).
     """
     import torch
@@ -428,7 +432,15 @@ def train(
     if prior is not None and getattr(config, "solver", "sgd") != "lbfgs":
         raise ConfigError("a weight prior needs trainer.solver = 'lbfgs' (the penalty is its centre)",
                           where="ova.train prior", fix="set [trainer] solver = 'lbfgs', or prior=None")  # fmt: skip
-    w0, b0 = _init_head(x_train, targets)
+    if init is None and dense is not None and getattr(dense, "start", "centroids") == "teacher":
+        init = dense.student_init(x_train)
+    if init is not None:
+        w0, b0 = (np.ascontiguousarray(a, dtype=np.float32) for a in init)
+        if w0.shape != (L, d) or b0.shape != (L,):
+            raise DataError(f"head init of shapes {w0.shape}, {b0.shape} for {L} labels × {d} features",
+                            where="trainer init")  # fmt: skip
+    else:
+        w0, b0 = _init_head(x_train, targets)
     shape_stats = {
         "mode": mode, "rows": M, "labels": L, "dim": d, "sparse_dim": 0 if xs is None else xs.shape[1],
         "torch_threads": torch.get_num_threads(),
@@ -438,7 +450,8 @@ def train(
 
         check_config(config, hidden=hidden, finetune=encoder is not None)
         arrays, solved = train_lbfgs(x_train, targets, config, loss_fn, b0, x_sparse=xs, progress=progress,
-                                     dense=dense, device=device, prior=prior)  # fmt: skip
+                                     dense=dense, device=device, prior=prior,
+                                     weight0=w0 if init is not None else None)  # fmt: skip
         model = OvAModel(arrays["weight"], arrays["bias"], None, mode, arrays["sparse_weight"])
         events.emit("epoch", what="trainer", epoch=1, loss=solved["objective"],
                     docs_per_s=M / max(solved["seconds"], 1e-9), seconds=solved["seconds"])
