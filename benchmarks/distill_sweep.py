@@ -7,7 +7,8 @@ label rows, and dense +LEVER variants (with or without the teacher blended back 
 
 Each JSON argument is one dense variant: ``lam`` (λ), ``calib`` ("linear" or "sigmoid" with ``a``, ``c``),
 ``truth`` ("one"/"blend"), ``teacher`` ("frozen" or "head" with ``folds`` and head options ``hkw``),
-``init`` ("teacher": the head starts at the teacher's calibrated scores, ``DenseTargets.student_init``),
+``head`` (labels with n > head positives get the teacher weight (1 − λ)·head/n), ``init`` ("teacher": the
+head starts at the teacher's calibrated scores, ``DenseTargets.student_init``),
 ``ensemble`` (also print the student blended with the teacher at α 0.5/0.7/0.85), and any TrainerConfig
 key to override. The ensemble rows print every α (the best is chosen on these same hold-out numbers, so it
 is optimistic for the ensemble). The tables in docs/distillation.md come from this script.
@@ -127,13 +128,14 @@ def main() -> None:
         teacher, folds, hkw = v.pop("teacher", "frozen"), v.pop("folds", 5), v.pop("hkw", {})
         with_ens = v.pop("ensemble", True)
         beta, targets = v.pop("prior", 0.0), v.pop("targets", "dense")
-        init = v.pop("init", "")
+        init, dhead = v.pop("init", ""), v.pop("head", 0.0)
         if teacher == "frozen":
             rows, P = np.vstack([ttr, tl]), None
         else:
             P, oof = head(folds, **hkw)
             rows = np.vstack([oof, normalize(xl @ P.T)])
-        dt = DenseTargets(hard=ya, rows=rows, labels=tl, lam=lam, calibration=calib, a=ca, c=cc, truth=truth)
+        dt = DenseTargets(hard=ya, rows=rows, labels=tl, lam=lam, calibration=calib, a=ca, c=cc, truth=truth,
+                          head=dhead)  # fmt: skip
         # teacher prior: the student's dense weights are pulled towards β × the teacher's label embeddings
         # (the features are the teacher's document side for the frozen teacher)
         prior = beta * (tl if P is None else tl @ P) if beta else None
@@ -141,8 +143,8 @@ def main() -> None:
         m, _ = fit(xa, ya, xsa, dense=dt if targets == "dense" else None, prior=prior,
                    init=dt.student_init() if init == "teacher" else None, **v)  # fmt: skip
         s = m.scores(xte, sp_te)
-        name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} init {init or '-'} {v or ''}"
-        name = name.strip()
+        name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} init {init or '-'} head {dhead}"
+        name = f"{name} {v or ''}".strip()
         ev(name, s, f"{time.time() - t0:.0f} s")
         if with_ens:
             ens(f"{name} + teacher", s, cos_te if P is None else normalize(xte @ P.T) @ tl.T, (0.5, 0.7, 0.85))

@@ -89,6 +89,7 @@ class SoftLabelConfig:
     mode: str = "sparse"  # "sparse": kNN pairs above the threshold; "dense": the teacher's score on every scored pair
     dense_truth: str = "one"  # dense: ground-truth pairs at 1 ("one") or at lambda + (1-lambda)*p ("blend")
     dense_init: str = "centroids"  # dense: the head starts at label centroids, or at the teacher's scores ("teacher")
+    dense_head: float = 0.0  # dense: labels with n > dense_head positives get teacher weight (1-lambda)*dense_head/n
     options: dict = field(default_factory=dict)  # [soft_labels.options]: keyword arguments for the provider's factory
 
 
@@ -256,6 +257,7 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("soft_labels", "k"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "recall"): ("in [0, 1] (0: no tuning)", lambda v: 0.0 <= v <= 1.0),
     ("soft_labels", "recall_sample"): (">= 1", lambda v: v >= 1),
+    ("soft_labels", "dense_head"): (">= 0 (0: off)", lambda v: v >= 0),
     ("soft_labels", "exact_max_ops"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "chunk_size"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "tau_l"): (">= 1", lambda v: v >= 1),
@@ -449,6 +451,8 @@ def soft_key(soft: SoftLabelConfig) -> dict[str, Any]:
             d.pop(k, None)
     if soft.mode == "sparse" or soft.dense_init == "centroids":  # the start before dense_init existed
         d.pop("dense_init", None)
+    if soft.mode == "sparse" or not soft.dense_head:
+        d.pop("dense_head", None)
     return d
 
 

@@ -387,7 +387,7 @@ def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.cs
     emb = np.vstack([z["doc"], z["lbl_doc"][: rows - n]]) if rows > n else z["doc"][:rows]
     return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
                         calibration=s.calibration, a=s.sigmoid_a, c=s.sigmoid_c, truth=s.dense_truth,
-                        start=s.dense_init)  # fmt: skip
+                        start=s.dense_init, head=s.dense_head)  # fmt: skip
 
 
 def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):

@@ -348,3 +348,34 @@ def test_dense_init_key_wires_the_teacher_start(one_torch_thread):
     assert "dense_init" not in config.soft_key(base)
     assert config.soft_key(config.SoftLabelConfig(mode="dense", dense_init="teacher"))["dense_init"] == "teacher"
     assert "dense_init" not in config.soft_key(config.SoftLabelConfig(dense_init="teacher"))  # sparse: unused
+
+
+@pytest.mark.parametrize("truth", ["one", "blend"])
+def test_dense_head_weights_the_teacher_by_label_frequency(truth):
+    """With head = h, label l's targets are λ_l·y + (1 − λ_l)·p̂ with 1 − λ_l = (1 − λ)·min(1, h/n_l), n_l its
+    positives — written out entry by entry; the init follows the same per-label weight."""
+    _, y, rows, labels = _problem(7, n=120, L=15)
+    y = y.tolil()
+    y[:60, 3] = 1.0  # a head label
+    y = y.tocsr()
+    h, lam = 16.0, 0.4
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=lam, truth=truth, head=h)
+    yd = y.toarray()
+    n = yd.sum(axis=0)
+    assert n[3] > h and (n <= h).any()
+    want = np.empty(yd.shape)
+    for i in range(yd.shape[0]):
+        for j in range(yd.shape[1]):
+            q = (1 - lam) * min(1.0, h / n[j])
+            t = (1 - q) * yd[i, j] + q * (1.0 + float(np.dot(rows[i], labels[j]))) / 2.0
+            want[i, j] = max(t, yd[i, j]) if truth == "one" else t
+    np.testing.assert_allclose(dt.block(slice(None)), want, atol=1e-6)
+    c = np.array([3, 0, 9])
+    np.testing.assert_allclose(dt.block(np.arange(5), c), want[:5][:, c], atol=1e-6)
+    off = DenseTargets(hard=y, rows=rows, labels=labels, lam=lam, truth=truth)
+    np.testing.assert_allclose(off.block(slice(None)), _materialised(off), atol=1e-6)  # head = 0: as before
+    sig = DenseTargets(hard=y, rows=rows, labels=labels, lam=lam, calibration="sigmoid", a=20.0, c=-14.0, head=h)
+    _, b = sig.student_init()
+    np.testing.assert_allclose(b[3] - b[0], np.log(h / n[3]) - np.log(min(1.0, h / n[0])), atol=1e-5)
+    with pytest.raises(config.ConfigError, match="dense_head"):
+        config.load(None, {"soft_labels": {"mode": "dense", "dense_head": -1}})

@@ -40,7 +40,9 @@ class DenseTargets:
     """Targets computed block by block. ``hard``: M×L binary (ground truth, and each label row's own
     label); ``rows``: M×d teacher embeddings of the training rows; ``labels``: L×d teacher label
     embeddings; ``lam``: weight of the hard target; ``calibration``: "linear" or "sigmoid" with
-    ``a`` (scale) and ``c`` (offset): σ(a·cos + c); ``start``: where the built-in trainer's head starts,
+    ``a`` (scale) and ``c`` (offset): σ(a·cos + c); ``head`` > 0: a label with n > ``head`` positives in
+    ``hard`` gets the teacher's weight (1 − λ)·head/n instead of 1 − λ (the teacher serves the tail; the
+    head keeps its own data); ``start``: where the built-in trainer's head starts,
     "centroids" (its default) or "teacher" (:meth:`student_init`)."""
 
     hard: sp.csr_matrix
@@ -52,6 +54,7 @@ class DenseTargets:
     c: float = 0.0
     truth: str = "one"
     start: str = "centroids"
+    head: float = 0.0
 
     def __post_init__(self) -> None:
         M, L = self.hard.shape
@@ -65,6 +68,11 @@ class DenseTargets:
         if self.truth not in TRUTH:
             raise ConfigError(f"dense truth {self.truth!r} is not one of {', '.join(TRUTH)}",
                               where="soft_labels.dense_truth")  # fmt: skip
+        if self.head < 0:
+            raise ConfigError(f"dense head = {self.head} must be >= 0 (0: off)", where="soft_labels.dense_head")
+        n = np.bincount(self.hard.indices, minlength=L).astype(np.float64) if self.head > 0 else np.zeros(L)
+        share = np.where(n > self.head, self.head / np.maximum(n, 1.0), 1.0) if self.head > 0 else np.ones(L)
+        object.__setattr__(self, "soft_weight", ((1.0 - self.lam) * share).astype(np.float32))
         if self.start not in START:
             raise ConfigError(f"dense init {self.start!r} is not one of {', '.join(START)}",
                               where="soft_labels.dense_init")  # fmt: skip
@@ -87,7 +95,8 @@ class DenseTargets:
         """Training targets for ``rows`` × ``cols`` (all labels when None): float32 in [0, 1]."""
         y = self.hard[rows]
         y = (y if cols is None else y[:, cols]).toarray()
-        t = np.float32(self.lam) * y + np.float32(1.0 - self.lam) * self.teacher(rows, cols)
+        q = self.soft_weight if cols is None else self.soft_weight[cols]  # 1 − λ_l
+        t = (1.0 - q) * y + q * self.teacher(rows, cols)
         if self.truth == "one":
             np.maximum(t, y, out=t)
         return t
@@ -103,12 +112,12 @@ class DenseTargets:
         teacher rows (the frozen teacher on the cached feature embeddings; None means that) the head is
         exact; otherwise the teacher rows are first mapped from ``x`` by least squares (u ≈ x·A, fitted on
         these rows), so any teacher and any dense features give a start."""
-        q = max(1.0 - self.lam, 1e-6)
+        q = np.maximum(self.soft_weight.astype(np.float64), 1e-6)  # 1 − λ_l
         if self.calibration == "linear":
             p0 = 0.5 * q  # (1 − λ)·(1 + 0)/2
-            scale, bias = 0.5 * q / (p0 * (1.0 - p0)), float(np.log(p0 / (1.0 - p0)))
+            scale, bias = 0.5 * q / (p0 * (1.0 - p0)), np.log(p0 / (1.0 - p0))
         else:
-            scale, bias = float(self.a), float(self.c) + float(np.log(q))
+            scale, bias = np.full_like(q, float(self.a)), float(self.c) + np.log(q)
         v = self.labels.astype(np.float64)
         if x is not None and not (x.shape == self.rows.shape and np.array_equal(x, self.rows)):
             if x.shape[0] != self.rows.shape[0]:
@@ -119,8 +128,8 @@ class DenseTargets:
             g[np.diag_indices_from(g)] += 1e-6 * max(float(np.trace(g)) / g.shape[0], 1e-12)
             A = np.linalg.solve(g, xd.T @ self.rows.astype(np.float64))  # d_x × d_teacher
             v = v @ A.T
-        w = (scale * v).astype(np.float32)
-        return w, np.full(self.labels.shape[0], bias, dtype=np.float32)
+        w = (scale[:, None] * v).astype(np.float32)
+        return w, bias.astype(np.float32)
 
     def sparse_export(self, k: int) -> sp.csr_matrix:
         """The top-``k`` targets of each row as CSR (ground truth always kept): for trainers that take a
