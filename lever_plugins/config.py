@@ -302,12 +302,15 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
             raise _keyed(ConfigError(f"{name} = {value!r} must be {need}", where=where), (section, key))
     _check_calibration(cfg.soft_labels, where)
     t = cfg.trainer
-    if cfg.soft_labels.mode == "dense" and t.solver == "lbfgs" and t.tol > 0:
-        # measured (docs/distillation.md): the first iterations fit the biases to the ~0.25 dense targets, a
-        # large easy decrease against which every later window looks small
+    s = cfg.soft_labels
+    if s.mode == "dense" and s.dense_init != "teacher" and t.solver == "lbfgs" and t.tol > 0:
+        # measured (docs/distillation.md): from the centroid start the first iterations fit the biases to the
+        # ~0.25 dense targets, a large easy decrease against which every later window looks small; from the
+        # teacher start that decrease is already made
         raise _keyed(ConfigError(
             f"trainer.tol = {t.tol!r} with soft_labels.mode = 'dense' stops L-BFGS after ~25 iterations "
-            "(tol is tuned for sparse targets)", where=where, fix="set trainer.tol = 0 (--set trainer.tol=0)",
+            "from the centroid start", where=where,
+            fix="set soft_labels.dense_init = 'teacher' (--set soft_labels.dense_init=teacher), or trainer.tol = 0",
         ), ("trainer", "tol"))  # fmt: skip
     return cfg
 

@@ -237,16 +237,20 @@ def test_dense_mode_refuses_a_blend_plugin(tiny_lf: Path):
     stages.preflight(cfg)
 
 
-def test_dense_with_an_lbfgs_tolerance_is_refused_with_the_fix():
-    """configs/debtags.toml stops L-BFGS with tol = 1e-2, which stops dense runs after ~25 iterations
-    (measured); switching that config to dense mode is one error line naming the key and the fix."""
+def test_dense_with_an_lbfgs_tolerance_needs_the_teacher_start():
+    """From the centroid start, tol = 1e-2 stops dense L-BFGS after ~25 iterations (measured): that pairing is
+    one error line naming the key and both fixes; configs/debtags.toml ships dense with the teacher start."""
     root = Path(__file__).resolve().parents[1]
+    shipped = config.load(root / "configs/debtags.toml")
+    assert shipped.soft_labels.mode == "dense" and shipped.soft_labels.dense_init == "teacher"
+    assert shipped.trainer.tol == 1e-2
     with pytest.raises(config.ConfigError) as e:
-        config.load(root / "configs/debtags.toml", {"soft_labels": {"mode": "dense"}})
-    assert "trainer.tol" in e.value.what and "--set trainer.tol=0" in e.value.fix
-    ok = config.load(root / "configs/debtags.toml", {"soft_labels": {"mode": "dense"}, "trainer": {"tol": 0.0}})
-    assert ok.soft_labels.mode == "dense" and ok.trainer.tol == 0.0
-    assert config.load(root / "configs/debtags.toml").trainer.tol == 1e-2  # sparse keeps its tolerance
+        config.load(root / "configs/debtags.toml", {"soft_labels": {"dense_init": "centroids"}})
+    assert "trainer.tol" in e.value.what and "dense_init=teacher" in e.value.fix and "trainer.tol = 0" in e.value.fix
+    centroids_tol0 = {"soft_labels": {"dense_init": "centroids"}, "trainer": {"tol": 0.0}}
+    ok = config.load(root / "configs/debtags.toml", centroids_tol0)
+    assert ok.trainer.tol == 0.0
+    assert config.load(root / "configs/debtags.toml", {"soft_labels": {"mode": "sparse"}}).trainer.tol == 1e-2
 
 
 @pytest.mark.parametrize("calibration,lam", [("sigmoid", 0.5), ("sigmoid", 0.2), ("linear", 0.5)])

@@ -97,7 +97,8 @@ def train_lbfgs(
     large ones (on debtags a per-iteration rule stopped at iteration 13 of a descent that moves the hold-out
     metrics until ~80). Against the decrease, not F(start), so the loss's irreducible part does not set the
     scale. Tuned on sparse targets: dense targets (``soft_labels.mode = "dense"``) make a large easy decrease
-    first (biases towards their ~0.25 targets) and stop after ~25 iterations; use tol = 0 with them.
+    first (biases towards their ~0.25 targets) and stop after ~25 iterations from a zero start; start them at
+    the teacher (``weight0``, ``soft_labels.dense_init = "teacher"``), where that decrease is already made.
     ``on_checkpoint(iterations, arrays)`` (benchmarks): called every ``checkpoint_every`` iterations
     with copies of the current weights; the path is the uncheckpointed one, at the cost of one extra
     evaluation per checkpoint. ``trace`` (a list) receives the objective of every evaluation.
