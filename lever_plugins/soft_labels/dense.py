@@ -70,12 +70,14 @@ class DenseTargets:
                               where="soft_labels.dense_truth")  # fmt: skip
         if self.head < 0:
             raise ConfigError(f"dense head = {self.head} must be >= 0 (0: off)", where="soft_labels.dense_head")
-        n = np.bincount(self.hard.indices, minlength=L).astype(np.float64) if self.head > 0 else np.zeros(L)
-        share = np.where(n > self.head, self.head / np.maximum(n, 1.0), 1.0) if self.head > 0 else np.ones(L)
-        object.__setattr__(self, "soft_weight", ((1.0 - self.lam) * share).astype(np.float32))
         if self.start not in START:
             raise ConfigError(f"dense init {self.start!r} is not one of {', '.join(START)}",
                               where="soft_labels.dense_init")  # fmt: skip
+        share = np.ones(L)  # the teacher's share of 1 − λ per label
+        if self.head > 0:
+            n = np.bincount(self.hard.indices, minlength=L).astype(np.float64)
+            share = np.where(n > self.head, self.head / np.maximum(n, 1.0), 1.0)
+        object.__setattr__(self, "soft_weight", ((1.0 - self.lam) * share).astype(np.float32))
 
     @property
     def shape(self) -> tuple[int, int]:
