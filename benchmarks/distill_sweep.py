@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=0)
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--variants-only", action="store_true", help="skip the base, ensemble and label-rows rows")
+    ap.add_argument("--alphas", default="0.5,0.6,0.7,0.8,0.9", help="the ensemble rows' α values")
     a = ap.parse_intermixed_args()
 
     import torch.nn.functional as F
@@ -84,7 +85,9 @@ def main() -> None:
     def sig(z):
         return 1 / (1 + np.exp(-z))
 
-    def ens(name, s, cos, alphas=(0.5, 0.6, 0.7, 0.8, 0.9)):
+    alphas = tuple(float(v) for v in a.alphas.split(","))
+
+    def ens(name, s, cos):
         for al in alphas:
             ev(f"{name} α {al}", al * sig(s) + (1 - al) * cos)
 
@@ -147,7 +150,7 @@ def main() -> None:
         name = f"{name} {v or ''}".strip()
         ev(name, s, f"{time.time() - t0:.0f} s")
         if with_ens:
-            ens(f"{name} + teacher", s, cos_te if P is None else normalize(xte @ P.T) @ tl.T, (0.5, 0.7, 0.85))
+            ens(f"{name} + teacher", s, cos_te if P is None else normalize(xte @ P.T) @ tl.T)
 
 
 if __name__ == "__main__":

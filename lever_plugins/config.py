@@ -48,8 +48,10 @@ class EncoderConfig:
 class TeacherConfig:
     name: str = "siamese"
     model: str = DEFAULT_MODEL
-    train: bool = True  # False: the pre-trained encoder is the teacher, as is
-    max_len: int = 32
+    # False: the pre-trained encoder is the teacher, as is. The default: on CPU a 3-epoch trained teacher cost
+    # minutes and did not give a better student (docs/distillation.md); train it on a GPU.
+    train: bool = False
+    max_len: int = 64  # = [encoder] max_len: the frozen teacher then reuses the cached feature embeddings
     epochs: int = 3
     batch_size: int = 256  # labels per label-wise mini-batch
     lr: float = 1e-4
@@ -77,18 +79,21 @@ class SoftLabelConfig:
     exact_max_ops: float = 0.0  # "auto": exact up to this many multiply-adds (0: 2e11 on CPU, 2e14 on CUDA)
     k: int = 100  # neighbours retrieved per label
     chunk_size: int = 4096  # query rows per faiss call: bounds memory
-    calibration: str = "linear"  # "linear" (1+cos)/2 or "sigmoid" 1/(1+exp(-(a*cos+c)))
+    # "linear" (1+cos)/2, "sigmoid" 1/(1+exp(-(a*cos+c))), or "auto": linear, except dense targets on more
+    # than 3,000 labels, which take sigmoid with a = 20, c = -14 (soft_labels.calibrate.resolve)
+    calibration: str = "auto"
     sigmoid_a: float = 1.0
     sigmoid_c: float = 0.0
     tau_l: int = 4  # labels per label row, counting the label itself
     tau_d: int = 0  # top-up target of positives per label (0: no document augmentation)
     threshold: float = 0.8  # on the calibrated score
     label_rows: bool = True  # add every label as a training row (N+L rows)
-    blend_lambda: float = 0.5  # target = lambda*y + (1-lambda)*p
+    # target = lambda*y + (1-lambda)*p; 0.3 chosen on train hold-outs (docs/distillation.md, "The defaults")
+    blend_lambda: float = 0.3
     blend_mode: str = "paper"  # "paper" (lambda blend) or "union" (the official code's released matrix)
-    mode: str = "sparse"  # "sparse": kNN pairs above the threshold; "dense": the teacher's score on every scored pair
+    mode: str = "dense"  # "dense": the teacher's score on every scored pair; "sparse": kNN pairs above the threshold
     dense_truth: str = "one"  # dense: ground-truth pairs at 1 ("one") or at lambda + (1-lambda)*p ("blend")
-    dense_init: str = "centroids"  # dense: the head starts at label centroids, or at the teacher's scores ("teacher")
+    dense_init: str = "teacher"  # dense: the head starts at the teacher's scores, or at label centroids ("centroids")
     dense_head: float = 0.0  # dense: labels with n > dense_head positives get teacher weight (1-lambda)*dense_head/n
     options: dict = field(default_factory=dict)  # [soft_labels.options]: keyword arguments for the provider's factory
 
@@ -222,7 +227,7 @@ def _apply(obj: Any, values: dict[str, Any], where: str, keys: tuple[str, ...] =
 _CHOICES = {
     ("teacher", "loss"): ("triplet", "logistic"),
     ("soft_labels", "index"): ("auto", "flat", "hnsw", "ivf"),
-    ("soft_labels", "calibration"): ("linear", "sigmoid"),
+    ("soft_labels", "calibration"): ("auto", "linear", "sigmoid"),
     ("soft_labels", "blend_mode"): ("paper", "union"),
     ("soft_labels", "mode"): ("sparse", "dense"),
     ("soft_labels", "dense_truth"): ("one", "blend"),

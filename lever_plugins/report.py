@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lever_plugins.runs import Run, atomic_write, write_json
+from lever_plugins.soft_labels.calibrate import resolved
 
 
 def versions() -> dict[str, str]:
@@ -80,10 +81,16 @@ def header_lines(cfg: Any, name: str, n_train: int, n_test: int, n_labels: int, 
     if cfg.teacher.seed:
         seed += f", teacher seed {cfg.teacher.seed}"
     t, s = cfg.teacher, cfg.soft_labels
+    r = resolved(s, n_labels)
+    calib = r.calibration
+    if calib == "sigmoid":
+        calib = f"sigmoid (a = {_num(r.sigmoid_a)}, c = {_num(r.sigmoid_c)})"
+    if s.calibration == "auto":
+        calib = f"auto: {calib}"
     teacher = f"teacher {t.name} ({t.model}, " + (f"trained {t.epochs} epochs, {t.loss} loss)" if t.train
                                                     else "pre-trained, not trained)")
     soft = (f"soft labels {s.provider}: tau_l = {s.tau_l}, tau_d = {s.tau_d}, threshold = {_num(s.threshold)}, "
-            f"{s.calibration} calibration, blend_lambda = {_num(s.blend_lambda)} ({s.blend_mode})"
+            f"{calib} calibration, blend_lambda = {_num(s.blend_lambda)} ({s.blend_mode})"
             + (", label rows" if s.label_rows else ", no label rows")
             + (f", dense targets (ground truth: {s.dense_truth})" if getattr(s, "mode", "sparse") == "dense" else ""))
     lines = [

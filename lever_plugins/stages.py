@@ -377,6 +377,7 @@ def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.cs
     s = cfg.soft_labels
     if s.mode != "dense":
         return None
+    from lever_plugins.soft_labels.calibrate import resolved
     from lever_plugins.soft_labels.dense import DenseTargets
 
     z = np.load(run.root / "teacher/embeddings.npz")
@@ -385,6 +386,7 @@ def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.cs
     hard = y_aug.astype(np.float32)[:rows]
     n = ds.y_trn.shape[0]
     emb = np.vstack([z["doc"], z["lbl_doc"][: rows - n]]) if rows > n else z["doc"][:rows]
+    s = resolved(s, z["lbl"].shape[0])
     return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
                         calibration=s.calibration, a=s.sigmoid_a, c=s.sigmoid_c, truth=s.dense_truth,
                         start=s.dense_init, head=s.dense_head)  # fmt: skip

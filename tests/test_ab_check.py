@@ -99,7 +99,8 @@ def tiny_ab(tmp_path: Path, tiny_model: Path, tiny_lf: Path, monkeypatch: pytest
         "seed": 3, "data": {"path": str(tiny_lf)},
         "encoder": {"model": str(tiny_model), "max_len": 16},
         "teacher": {"model": str(tiny_model), "train": False, "max_len": 16},
-        "soft_labels": {"tau_l": 3, "tau_d": 2, "threshold": 0.5},
+        # sparse: the injected lever_blend_targets plugins act on the stored soft matrix
+        "soft_labels": {"tau_l": 3, "tau_d": 2, "threshold": 0.5, "mode": "sparse"},
         "trainer": {"epochs": 2, "negatives": "full"}, "eval": {"bootstrap": 20},
     })  # fmt: skip
 

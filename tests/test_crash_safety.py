@@ -28,6 +28,7 @@ model = "{model}"
 max_len = 16
 [teacher]
 model = "{model}"
+train = true
 epochs = 2
 max_len = 16
 batch_size = 4

@@ -231,7 +231,7 @@ def test_dense_mode_refuses_a_blend_plugin(tiny_lf: Path):
         cfg = config.from_dict({"data": {"path": str(tiny_lf)}, "soft_labels": {"mode": "dense"}})
         with pytest.raises(ConfigError, match="bypass lever_blend_targets"):
             stages.preflight(cfg)
-        stages.preflight(config.from_dict({"data": {"path": str(tiny_lf)}}))
+        stages.preflight(config.from_dict({"data": {"path": str(tiny_lf)}, "soft_labels": {"mode": "sparse"}}))
     finally:
         pm.unregister(name="test-blend")
     stages.preflight(cfg)
@@ -348,10 +348,10 @@ def test_dense_init_key_wires_the_teacher_start(one_torch_thread):
     np.testing.assert_array_equal(m.bias, b)
     with pytest.raises(config.ConfigError, match="dense_init"):
         config.load(None, {"soft_labels": {"mode": "dense", "dense_init": "zeros"}})
-    base = config.SoftLabelConfig(mode="dense")
-    assert "dense_init" not in config.soft_key(base)
+    old = config.SoftLabelConfig(mode="dense", dense_init="centroids")  # the start before the key existed
+    assert "dense_init" not in config.soft_key(old)
     assert config.soft_key(config.SoftLabelConfig(mode="dense", dense_init="teacher"))["dense_init"] == "teacher"
-    assert "dense_init" not in config.soft_key(config.SoftLabelConfig(dense_init="teacher"))  # sparse: unused
+    assert "dense_init" not in config.soft_key(config.SoftLabelConfig(mode="sparse"))  # sparse: unused
 
 
 @pytest.mark.parametrize("truth", ["one", "blend"])
@@ -383,3 +383,36 @@ def test_dense_head_weights_the_teacher_by_label_frequency(truth):
     np.testing.assert_allclose(b[3] - b[0], np.log(h / n[3]) - np.log(min(1.0, h / n[0])), atol=1e-5)
     with pytest.raises(config.ConfigError, match="dense_head"):
         config.load(None, {"soft_labels": {"mode": "dense", "dense_head": -1}})
+
+
+def test_auto_calibration_follows_the_label_count():
+    """calibration = "auto" (the default): linear for sparse soft labels and for dense targets on up to 3,000
+    labels, σ(20·cos − 14) for dense targets on more; a named method is never changed. The kNN provider
+    scores its pairs with the resolved map (checked against numpy on one side of the switch and the other),
+    and the run header says what "auto" became."""
+    from lever_plugins.report import header_lines
+    from lever_plugins.soft_labels.calibrate import resolve
+    from lever_plugins.soft_labels.provider import KnnProvider
+
+    assert config.SoftLabelConfig().calibration == "auto"
+    assert resolve("auto", 1.0, 0.0, 3000, dense=True) == ("linear", 1.0, 0.0)
+    assert resolve("auto", 1.0, 0.0, 3001, dense=True) == ("sigmoid", 20.0, -14.0)
+    assert resolve("auto", 1.0, 0.0, 10**6, dense=False) == ("linear", 1.0, 0.0)
+    assert resolve("linear", 1.0, 0.0, 10**6, dense=True) == ("linear", 1.0, 0.0)
+    assert resolve("sigmoid", 3.0, -1.0, 10, dense=True) == ("sigmoid", 3.0, -1.0)
+
+    rng = np.random.default_rng(0)
+    for n_labels, expect in ((40, "linear"), (3001, "sigmoid")):
+        lbl = normalize(rng.standard_normal((n_labels, 3)).astype(np.float32))
+        y = sp.csr_matrix((np.ones(n_labels), (np.arange(n_labels) % 5, np.arange(n_labels))), shape=(5, n_labels))
+        soft_cfg = config.SoftLabelConfig(tau_l=3, threshold=0.0, k=4)
+        out = KnnProvider(soft_cfg).build(y, None, lbl)
+        c = sp.coo_matrix(out.soft)
+        assert c.nnz > 0
+        cos = np.clip(np.sum(lbl[c.row - 5] * lbl[c.col], axis=1).astype(np.float64), -1, 1)
+        want = (1 + cos) / 2 if expect == "linear" else 1 / (1 + np.exp(-(20 * cos - 14)))
+        np.testing.assert_allclose(c.data, want, atol=1e-5)
+        cfg = config.load(None, {})
+        head = " ".join(header_lines(cfg, "x", 5, 5, n_labels, None))
+        assert ("auto: sigmoid (a = 20, c = -14) calibration" in head) == (expect == "sigmoid")
+        assert ("auto: linear calibration" in head) == (expect == "linear")

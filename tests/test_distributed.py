@@ -95,7 +95,7 @@ def test_ddp_teacher_on_two_processes_equals_one_process(no_dropout_model, tiny_
     # 12 labels in batches of 5: 5, 5, 2 → shards 3+2, 3+2, 1+1 (padding); epoch 2 uses clustered batches.
     toml = tmp_path / "t.toml"
     toml.write_text(
-        f'[data]\npath = "{tiny_lf}"\n[teacher]\nmodel = "{no_dropout_model}"\nmax_len = 16\nepochs = 2\n'
+        f'[data]\npath = "{tiny_lf}"\n[teacher]\nmodel = "{no_dropout_model}"\ntrain = true\nmax_len = 16\nepochs = 2\n'
         'batch_size = 5\nlr = 2e-3\nwarmup_steps = 2\nnum_negatives = 3\ncluster_size = 4\ndevice = "cpu"\n')
     r = lever("teach", "--out", str(tmp_path / "two"), "--config", str(toml), "--nproc", "2",
               env={"OMP_NUM_THREADS": "1"})

@@ -249,7 +249,7 @@ def reference(y, doc_emb, lbl_emb, c: SoftLabelConfig, has_text=None):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     def prob(cos):
-        if c.calibration == "linear":
+        if c.calibration == "linear" or (c.calibration == "auto" and (c.mode == "sparse" or nl <= 3000)):
             return (1 + cos) / 2
         return 1 / (1 + np.exp(-(c.sigmoid_a * cos + c.sigmoid_c)))
 

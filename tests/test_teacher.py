@@ -185,7 +185,7 @@ def problem():
 
 
 def tiny_config(model: Path, **kw) -> TeacherConfig:
-    base = TeacherConfig(model=str(model), max_len=16, epochs=2, batch_size=8, lr=2e-3, warmup_steps=2,
+    base = TeacherConfig(model=str(model), train=True, max_len=16, epochs=2, batch_size=8, lr=2e-3, warmup_steps=2,
                          num_negatives=3, cluster_start=1, cluster_update=1, cluster_size=4,
                          cluster_growth=[1], amp=False, device="cpu")
     return replace(base, **kw)

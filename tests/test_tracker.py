@@ -18,6 +18,7 @@ seed = 3
 max_len = 16
 batch_size = 64
 [teacher]
+train = true
 epochs = 2
 max_len = 16
 batch_size = 8

@@ -35,7 +35,7 @@ import scipy.sparse as sp
 
 from lever_plugins.config import SoftLabelConfig
 from lever_plugins.errors import ConfigError, DataError
-from lever_plugins.soft_labels.calibrate import calibrate, threshold_cosine
+from lever_plugins.soft_labels.calibrate import calibrate, resolved, threshold_cosine
 from lever_plugins.soft_labels.knn import iter_knn
 
 
@@ -140,6 +140,7 @@ def iter_soft_pairs(
     l), then the document top-up (rows are documents, in no particular order). ``y`` is binarised;
     ``has_text`` checked. Both builders consume this, so they produce the same pairs."""
     n, n_lbl = y.shape
+    config = resolved(config, n_lbl)
     c = counters or _Counters()
     # the recall target counts the neighbours that can become soft labels: cosine >= the threshold's
     knn_opts = dict(index=config.index, chunk_size=config.chunk_size, distributed=distributed, recall=config.recall,
