@@ -85,8 +85,14 @@ class DenseTargets:
 
     def teacher(self, rows: np.ndarray | slice, cols: np.ndarray | None = None) -> np.ndarray:
         """p̂ for ``rows`` × ``cols`` (all labels when None), float32."""
+        import torch
+
         v = self.labels if cols is None else self.labels[cols]
-        cos = np.clip(self.rows[rows] @ v.T, -1.0, 1.0)
+        # torch's GEMM, not numpy's: the trainers call this between torch ops every batch, and a second BLAS
+        # thread pool spinning after each numpy product slowed torch's own ops ~5× on 2 cores (measured: a
+        # 1,400-document shortlist fit 8.7 s with numpy here, against 2.2 s without dense targets)
+        u = torch.from_numpy(np.ascontiguousarray(self.rows[rows], dtype=np.float32))
+        cos = (u @ torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).T).clamp_(-1.0, 1.0).numpy()
         if self.calibration == "linear":
             return ((1.0 + cos) * 0.5).astype(np.float32, copy=False)
         z = np.float32(self.a) * cos + np.float32(self.c)
