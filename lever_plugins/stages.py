@@ -27,6 +27,7 @@ from lever_plugins.data.dataset import Dataset
 from lever_plugins.errors import ConfigError, LeverError
 from lever_plugins.faults import crash_point
 from lever_plugins.runs import Run, atomic_path
+from lever_plugins.soft_labels.calibrate import resolved
 
 
 def cache_dir() -> Path:
@@ -309,9 +310,10 @@ def make_teacher(cfg: RunConfig) -> Any:
         return r.factory(cfg.teacher, seed=cfg.teacher.seed or cfg.seed, **opts)
 
 
-def make_provider(cfg: RunConfig) -> Any:
-    """``factory(config, **options)``: the ``[soft_labels]`` settings and ``[soft_labels.options]``."""
-    scfg = cfg.soft_labels
+def make_provider(cfg: RunConfig, n_labels: int | None = None) -> Any:
+    """``factory(config, **options)``: the ``[soft_labels]`` settings and ``[soft_labels.options]``; with
+    ``n_labels``, ``calibration = "auto"`` is made concrete first, so a plugin provider sees a named method."""
+    scfg = cfg.soft_labels if n_labels is None else resolved(cfg.soft_labels, n_labels)
     r = _reg(plugins.soft_label_providers(), scfg.provider, "soft-label provider", "soft_labels.provider")
     plugins.check_call(r, "soft-label provider", "[soft_labels.options]", (scfg,), scfg.options)
     with plugins.guard(r, "factory"):
@@ -377,7 +379,6 @@ def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.cs
     s = cfg.soft_labels
     if s.mode != "dense":
         return None
-    from lever_plugins.soft_labels.calibrate import resolved
     from lever_plugins.soft_labels.dense import DenseTargets
 
     z = np.load(run.root / "teacher/embeddings.npz")
@@ -400,12 +401,13 @@ def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: s
     arts = ["soft/y_aug.npz", "soft/soft.npz", "soft/targets.npz"]
 
     def compute() -> dict:
-        provider = make_provider(cfg)
+        provider = make_provider(cfg, ds.num_labels)
         has_text = np.array([bool(t.strip()) for t in ds.lbl_texts])
         with plugins.guard(r, "build"):
             sl = provider.build(ds.binary_train(), temb["doc"], temb["lbl"], has_text=has_text)
         with plugins.guard_hook("lever_blend_targets"):
-            targets = plugins.get_plugin_manager().hook.lever_blend_targets(y=sl.y_aug, soft=sl.soft, config=scfg)
+            targets = plugins.get_plugin_manager().hook.lever_blend_targets(
+                y=sl.y_aug, soft=sl.soft, config=resolved(scfg, ds.num_labels))
         targets = sp.csr_matrix(targets, dtype=np.float32)
         for name, m in zip(arts, (sl.y_aug, sl.soft, targets), strict=True):
             save_csr(run.root / name, m)

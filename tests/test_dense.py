@@ -416,3 +416,7 @@ def test_auto_calibration_follows_the_label_count():
         head = " ".join(header_lines(cfg, "x", 5, 5, n_labels, None))
         assert ("auto: sigmoid (a = 20, c = -14) calibration" in head) == (expect == "sigmoid")
         assert ("auto: linear calibration" in head) == (expect == "linear")
+        # a provider (a plugin's too) is built with the method named, never "auto"
+        from lever_plugins import stages
+
+        assert stages.make_provider(cfg, n_labels).config.calibration == expect
