@@ -35,7 +35,8 @@ def lever_register_soft_label_providers(register):
     """Fires once when the plugin manager builds its registries.
 
     Call ``register(name, factory)``. The core calls ``factory(config, **options)``: ``config`` the run's
-    SoftLabelConfig, ``options`` the ``[soft_labels.options]`` table. The provider has
+    SoftLabelConfig (``calibration = "auto"`` already made "linear" or "sigmoid" for the run's label count),
+    ``options`` the ``[soft_labels.options]`` table. The provider has
     ``build(y_train, doc_emb, lbl_emb, has_text=None) -> SoftLabels`` giving the hard augmented (N+L)×L
     matrix and the teacher's soft (N+L)×L matrix (calibrated scores, ground truth never included).
     Return value ignored.
@@ -74,7 +75,7 @@ def lever_blend_targets(y, soft, config):
     ``soft_labels.stream.write_soft_labels``, calls it once per block of rows: keep it row-local).
 
     ``y``: CSR (N+L)×L hard augmented targets (1 at ground truth and label rows); ``soft``: CSR of the
-    same shape with the teacher's calibrated scores; ``config``: the run's SoftLabelConfig.
+    same shape with the teacher's calibrated scores; ``config``: the run's SoftLabelConfig (calibration named).
     Return the CSR float32 training targets (values in [0, 1]), or None to let the next plugin answer.
     """
 
