@@ -9,7 +9,7 @@ Each JSON argument is one dense variant: ``lam`` (λ), ``calib`` ("linear" or "s
 ``truth`` ("one"/"blend"), ``teacher`` ("frozen" or "head" with ``folds`` and head options ``hkw``),
 ``head`` (labels with n > head positives get the teacher weight (1 − λ)·head/n), ``init`` ("teacher": the
 head starts at the teacher's calibrated scores, ``DenseTargets.student_init``),
-``ensemble`` (also print the student blended with the teacher at α 0.5/0.7/0.85), and any TrainerConfig
+``ensemble`` (also print the student blended with the teacher at each α of ``--alphas``), and any TrainerConfig
 key to override. The ensemble rows print every α (the best is chosen on these same hold-out numbers, so it
 is optimistic for the ensemble). The tables in docs/distillation.md come from this script.
 """

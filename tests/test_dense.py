@@ -390,6 +390,7 @@ def test_auto_calibration_follows_the_label_count():
     labels, σ(20·cos − 14) for dense targets on more; a named method is never changed. The kNN provider
     scores its pairs with the resolved map (checked against numpy on one side of the switch and the other),
     and the run header says what "auto" became."""
+    from lever_plugins import stages
     from lever_plugins.report import header_lines
     from lever_plugins.soft_labels.calibrate import resolve
     from lever_plugins.soft_labels.provider import KnnProvider
@@ -417,6 +418,4 @@ def test_auto_calibration_follows_the_label_count():
         assert ("auto: sigmoid (a = 20, c = -14) calibration" in head) == (expect == "sigmoid")
         assert ("auto: linear calibration" in head) == (expect == "linear")
         # a provider (a plugin's too) is built with the method named, never "auto"
-        from lever_plugins import stages
-
         assert stages.make_provider(cfg, n_labels).config.calibration == expect
