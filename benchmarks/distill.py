@@ -49,7 +49,7 @@ def main() -> None:
 
     cfg = cfgmod.load(None, {"data": {"path": a.data, "max_train": a.max_train}, "encoder": {"max_len": 64},
                              "teacher": {"train": False, "max_len": 64}})  # fmt: skip
-    ds = stages.prepare_split(stages.load_data(cfg), cfg)
+    ds = stages.load_data(cfg)  # load_data applies the hold-out and slices (once)
     feats = stages.features(ds, cfg)
     y = ds.binary_train()
     N, L = y.shape

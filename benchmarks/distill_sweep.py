@@ -49,7 +49,7 @@ def main() -> None:
     from lever_plugins.trainer import ova
 
     cfg = cfgmod.load(a.config, {"data": {"holdout": a.holdout, "path": a.data, "max_train": a.max_train}})
-    ds = stages.prepare_split(stages.load_data(cfg), cfg)
+    ds = stages.load_data(cfg)  # load_data applies the hold-out and slices (once)
     feats = stages.features(ds, cfg)
     ek = stages.eval_kwargs(ds, cfg)
     y = ds.binary_train().astype(np.float32)

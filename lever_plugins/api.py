@@ -142,7 +142,7 @@ def _ab_seeds(cfg: RunConfig, out: Path, seeds: list[int], log: Log) -> ABResult
         table = report.Table(
             title=one.title,
             header=[*report.header_lines(cfg, data["name"], data["n_trn"], data["n_tst"], data["L"],
-                                         first["ab_check"], seeds=seeds),
+                                         first["ab_check"], seeds=seeds, chosen=first.get("calibration")),
                     report.bootstrap_line(cfg.eval.bootstrap, cfg.eval.confidence)],
             boot=first["bootstrap"], extra=one.extra, seeds=agg, footer=one.footer,
             extra_note=(one.extra_note + f", seed {seeds[0]}") if one.extra else "",

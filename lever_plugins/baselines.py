@@ -107,15 +107,15 @@ def ensemble_scores(
     return _combine(_ensemble_parts(clf, doc_emb, lbl_emb, teacher_k), alpha, top_k, clf.shape)
 
 
-def select_metric(metrics: dict[str, float], select: str) -> float:
-    """Sum of the metrics named in ``select`` ("P@5+PSP@5")."""
+def select_metric(metrics: dict[str, float], select: str, option: str = "eval.ensemble_select") -> float:
+    """Sum of the metrics named in ``select`` ("P@5+PSP@5"); ``option``: the setting it came from."""
     total = 0.0
     for name in select.split("+"):
         name = name.strip()
         if name not in metrics:
             raise ConfigError(
-                f"unknown metric {name!r} in eval.ensemble_select",
-                where="[eval] ensemble_select",
+                f"unknown metric {name!r} in {option}",
+                where=option,
                 fix=f"use names such as {', '.join(sorted(metrics)[:6])}, joined by '+'",
             )
         total += metrics[name]
@@ -134,13 +134,14 @@ def choose_alpha(
     B: float,
 ) -> tuple[float, dict[float, float]]:
     """The α of ``ALPHAS`` with the best ``select`` value on (clf, truth); ties go to the larger α."""
+    from lever_plugins.config import select_ks
     from lever_plugins.metrics import evaluate
 
     parts = _ensemble_parts(clf, doc_emb, lbl_emb, top_k)
     values = {}
     for a in ALPHAS:
         s = _combine(parts, a, top_k, clf.shape)
-        values[a] = select_metric(evaluate(s, truth, train_truth=train_truth, A=A, B=B), select)
+        values[a] = select_metric(evaluate(s, truth, train_truth=train_truth, k=select_ks(select), A=A, B=B), select)
     best = max(values.values())
     return max(a for a, v in values.items() if v == best), values
 

@@ -80,8 +80,13 @@ class SoftLabelConfig:
     k: int = 100  # neighbours retrieved per label
     chunk_size: int = 4096  # query rows per faiss call: bounds memory
     # "linear" (1+cos)/2, "sigmoid" 1/(1+exp(-(a*cos+c))), or "auto": linear, except dense targets on more
-    # than 3,000 labels, which take sigmoid with a = 20, c = -14 (soft_labels.calibrate.resolve)
+    # than 3,000 labels, which take sigmoid with a = 20, c = -14 (soft_labels.calibrate.resolve); on small
+    # dense runs "auto" is chosen on a train hold-out instead (calibration_select below)
     calibration: str = "auto"
+    # "auto" on small dense runs (training documents x labels <= calibration_select_max, builtin trainer): the
+    # calibration of AUTO_CANDIDATES whose student scores best on a 20 % train hold-out by calibration_select
+    calibration_select: str = "P@1+P@5+PSP@5"
+    calibration_select_max: float = 1e7  # 0: never select, the label-count rule alone
     sigmoid_a: float = 1.0
     sigmoid_c: float = 0.0
     tau_l: int = 4  # labels per label row, counting the label itself
@@ -263,6 +268,7 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("soft_labels", "recall"): ("in [0, 1] (0: no tuning)", lambda v: 0.0 <= v <= 1.0),
     ("soft_labels", "recall_sample"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "dense_head"): (">= 0 (0: off)", lambda v: v >= 0),
+    ("soft_labels", "calibration_select_max"): (">= 0 (0: never select)", lambda v: v >= 0),
     ("soft_labels", "exact_max_ops"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "chunk_size"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "tau_l"): (">= 1", lambda v: v >= 1),
@@ -306,6 +312,8 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
             name = f"{section}.{key}" if section else key
             raise _keyed(ConfigError(f"{name} = {value!r} must be {need}", where=where), (section, key))
     _check_calibration(cfg.soft_labels, where)
+    for section, key in (("eval", "ensemble_select"), ("soft_labels", "calibration_select")):
+        _check_select(getattr(getattr(cfg, section), key), section, key, where)
     t = cfg.trainer
     s = cfg.soft_labels
     if s.mode == "dense" and s.dense_init != "teacher" and t.solver == "lbfgs" and t.tol > 0:
@@ -318,6 +326,25 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
             fix="set soft_labels.dense_init = 'teacher' (--set soft_labels.dense_init=teacher), or trainer.tol = 0",
         ), ("trainer", "tol"))  # fmt: skip
     return cfg
+
+
+def select_ks(select: str) -> tuple[int, ...]:
+    """The k values a hold-out criterion such as "P@1+P@5+PSP@5" needs (it is evaluated at those, whatever
+    eval.k is)."""
+    return tuple(sorted({int(t.strip().partition("@")[2]) for t in select.split("+")}))
+
+
+def _check_select(select: str, section: str, key: str, where: str) -> None:
+    """A hold-out criterion: metric names joined by '+' (checked here, not after the fits it decides between)."""
+    from lever_plugins.metrics.ranking import FAMILIES
+
+    for term in select.split("+"):
+        fam, _, k = term.strip().partition("@")
+        if fam not in FAMILIES or not k.isdigit() or int(k) < 1:
+            raise _keyed(ConfigError(
+                f"{section}.{key} = {select!r}: {term.strip()!r} is not a metric name",
+                where=where, fix=f"join names such as P@1, P@5, PSP@5 (families: {', '.join(FAMILIES)}) with '+'",
+            ), (section, key))  # fmt: skip
 
 
 def _check_calibration(s: SoftLabelConfig, where: str) -> None:
@@ -454,6 +481,8 @@ def soft_key(soft: SoftLabelConfig) -> dict[str, Any]:
     """The soft-label settings a stage's cache key depends on: the dense-mode keys count only in dense mode,
     so sparse runs keep the keys (and caches) they had before dense mode existed."""
     d = dataclasses.asdict(soft)
+    for k in ("calibration_select", "calibration_select_max"):  # the calibration stage's own key has them
+        d.pop(k, None)
     if soft.mode == "sparse":
         for k in ("mode", "dense_truth"):
             d.pop(k, None)

@@ -62,8 +62,9 @@ def _num(v: Any) -> str:
 
 
 def header_lines(cfg: Any, name: str, n_train: int, n_test: int, n_labels: int, check: dict[str, Any] | None,
-                 seeds: Sequence[int] | None = None) -> list[str]:
-    """What a reader of the table needs: the data slice, the seed(s), the settings that differ between arms."""
+                 seeds: Sequence[int] | None = None, chosen: dict[str, Any] | None = None) -> list[str]:
+    """What a reader of the table needs: the data slice, the seed(s), the settings that differ between arms.
+    ``chosen``: the hold-out choice of ``calibration = "auto"`` (stages.calibration_choice), if made."""
     d = cfg.data
     train = f"{n_train} train documents"
     if d.max_train:
@@ -81,11 +82,16 @@ def header_lines(cfg: Any, name: str, n_train: int, n_test: int, n_labels: int, 
     if cfg.teacher.seed:
         seed += f", teacher seed {cfg.teacher.seed}"
     t, s = cfg.teacher, cfg.soft_labels
-    r = resolved(s, n_labels)
+    r = resolved(s, n_labels, chosen)
     calib = r.calibration
     if calib == "sigmoid":
         calib = f"sigmoid (a = {_num(r.sigmoid_a)}, c = {_num(r.sigmoid_c)})"
-    if s.calibration == "auto":
+    if s.calibration == "auto" and chosen:
+        vals = " vs ".join(f"{m} {100 * v:.2f}" for m, v in chosen["holdout_select"].items())
+        calib = (f"auto: {calib}, chosen on a {chosen['holdout']:.0%} train hold-out"
+                 + (f" of seed {seeds[0]}" if seeds and len(seeds) > 1 else "")
+                 + f" by soft_labels.calibration_select ({vals})")
+    elif s.calibration == "auto":
         calib = f"auto: {calib}"
     teacher = f"teacher {t.name} ({t.model}, " + (f"trained {t.epochs} epochs, {t.loss} loss)" if t.train
                                                     else "pre-trained, not trained)")

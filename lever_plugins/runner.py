@@ -22,6 +22,7 @@ from lever_plugins.runs import Run, write_json
 from lever_plugins.stages import (
     arm_inputs,
     arm_of,
+    calibration_choice,
     data_signature,
     emit,
     eval_kwargs,
@@ -127,6 +128,7 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
             A=ek["A"],
             B=ek["B"],
         )
+        calibration = calibration_choice(run, ds, cfg)
         check = arms_report(settings["base"], settings["lever"], {"teacher": cfgmod.to_dict(cfg.teacher),
                                                                   "soft_labels": cfgmod.to_dict(cfg.soft_labels)})
         log(arms_summary(check))
@@ -153,7 +155,8 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         what += ["tail baselines on the same features"] if extra else []
         compare = report.Table(
             title=f"base vs +LEVER on {ds.name}",
-            header=[*report.header_lines(cfg, ds.name, ds.y_trn.shape[0], len(ds.tst_texts), ds.num_labels, check),
+            header=[*report.header_lines(cfg, ds.name, ds.y_trn.shape[0], len(ds.tst_texts), ds.num_labels, check,
+                                         chosen=calibration),
                     report.bootstrap_line(cfg.eval.bootstrap, cfg.eval.confidence)],
             boot=boot, extra=rows, footer=arms_summary(check),
             extra_note=f"Reference, same split ({'; '.join(what)})",
@@ -190,4 +193,4 @@ def run_ab(cfg: RunConfig, out: str | Path, log: Any = print) -> dict[str, Any]:
         log("time per stage: " + ", ".join(f"{n} {sec:.1f}s" + (" (cached)" if c else "") for n, sec, c in timings)
             + f"; total {time.perf_counter() - t0:.1f}s")
         return {"metrics": metrics, "bootstrap": boot, "table": table, "compare": compare,
-                "stage_seconds": {n: sec for n, sec, _ in timings}, "ab_check": check}
+                "stage_seconds": {n: sec for n, sec, _ in timings}, "ab_check": check, "calibration": calibration}

@@ -372,10 +372,92 @@ def teacher_stage(
             "lbl_doc": z["lbl_doc"] if dense else None}, stage_key(key, uses)  # fmt: skip
 
 
-def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.csr_matrix | None = None) -> Any:
+CALIBRATION_ART = "soft/calibration.json"
+
+
+def calibration_choice(run: Run, ds: Dataset, cfg: RunConfig) -> dict | None:
+    """The hold-out choice of :func:`calibration_stage` ({"method", "a", "c", "holdout_select", ...}) when
+    this run makes one (:func:`~lever_plugins.soft_labels.calibrate.auto_selects`), else None (the rule)."""
+    import json
+
+    from lever_plugins.soft_labels.calibrate import auto_selects
+
+    if not auto_selects(cfg.soft_labels, ds.y_trn.shape[0], ds.num_labels, cfg.trainer.adapter, cfg.trainer.finetune):
+        return None
+    path = run.root / CALIBRATION_ART
+    if not path.is_file():  # the stage runs before any caller: a missing choice is a pipeline bug
+        raise LeverError(f"calibration = 'auto' needs the calibration_select stage's {CALIBRATION_ART}",
+                         where=str(path))  # fmt: skip
+    return json.loads(path.read_text())
+
+
+def calibration_stage(
+    run: Run, ds: Dataset, cfg: RunConfig, feats: dict[str, Any], x: np.ndarray, targets: sp.csr_matrix, skey: str,
+    log: Any = None,
+) -> str:
+    """``calibration = "auto"`` on a small dense run: fit the +LEVER student with each calibration of
+    ``AUTO_CANDIDATES`` on 80 % of train (and the label rows), score the other 20 % by
+    ``soft_labels.calibration_select`` and keep the better (ties: the first, linear). Writes
+    ``soft/calibration.json``; returns the arm's cache key with the choice in it (``skey`` unchanged when
+    the rule decides). The two fits are stages of their own (``train_calibration_<method>``)."""
+    from lever_plugins.baselines import select_metric
+    from lever_plugins.metrics import evaluate
+    from lever_plugins.soft_labels.calibrate import AUTO_CANDIDATES, SELECT_HOLDOUT, auto_selects
+
+    s = cfg.soft_labels
+    n = ds.y_trn.shape[0]
+    if not auto_selects(s, n, ds.num_labels, cfg.trainer.adapter, cfg.trainer.finetune):
+        return skey
+    perm = np.random.default_rng(cfg.seed).permutation(n)
+    n_hold = max(1, int(round(SELECT_HOLDOUT * n)))
+    hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+    rows = np.concatenate([rest, np.arange(n, targets.shape[0])])  # + the label rows
+    y = ds.binary_train()
+    sparse = arm_sparse(feats, targets.shape[0])
+    all_texts = ds.trn_texts + ds.lbl_texts
+    ek = eval_kwargs(ds, cfg)
+    values, fits = {}, []
+    for method, a, c in AUTO_CANDIDATES:
+        dense = dense_targets(run, ds, cfg, targets.shape[0], calibration=(method, a, c))
+        arm = make_arm(
+            run, ds, cfg, f"calibration_{method}", x[rows], targets[rows], feats["trn"][hold],
+            x_sparse=None if sparse is None else (sparse[0][rows], sparse[0][hold]),
+            texts=([all_texts[i] for i in rows], [ds.trn_texts[i] for i in hold]), y_train=y[rest], y_test=y[hold],
+        )  # fmt: skip
+        arm = replace(arm, dense=replace(dense, hard=dense.hard[rows], rows=dense.rows[rows]))
+        ukey = config_hash(skey, "calibration", method, a, c, SELECT_HOLDOUT, cfg.seed, sparse is not None)
+        scores, _ = train_stage(run, arm, cfg, ukey, log)
+        m = evaluate(scores, y[hold], train_truth=y[rest], k=cfgmod.select_ks(s.calibration_select), A=ek["A"],
+                     B=ek["B"], filter_pairs=_filter_rows(ds.trn_filter, hold))  # fmt: skip
+        values[method] = select_metric(m, s.calibration_select, "soft_labels.calibration_select")
+        fits.append({"method": method, "a": a, "c": c, "metrics": m})
+    best = max(values.values())
+    method, a, c = next(cand for cand in AUTO_CANDIDATES if values[cand[0]] == best)
+    choice = {"method": method, "a": a, "c": c, "select": s.calibration_select, "holdout": SELECT_HOLDOUT,
+              "n_holdout": int(n_hold), "holdout_select": values, "fits": fits}  # fmt: skip
+    key = config_hash(skey, "calibration_select", s.calibration_select, SELECT_HOLDOUT, cfg.seed, values)
+
+    def compute() -> dict:
+        from lever_plugins.runs import write_json
+
+        write_json(run.root / CALIBRATION_ART, choice)
+        if log:
+            log(f"[calibration] auto: {method} ({s.calibration_select} on a {SELECT_HOLDOUT:.0%} train hold-out: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) + ")")  # fmt: skip
+        return {"method": method, "holdout_select": values}
+
+    cached_stage(run, "calibration_select", key, [CALIBRATION_ART], compute, log)
+    return config_hash(skey, method, a, c)
+
+
+def dense_targets(
+    run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.csr_matrix | None = None,
+    calibration: tuple[str, float, float] | None = None,
+) -> Any:
     """The +LEVER arm's :class:`~lever_plugins.soft_labels.dense.DenseTargets` (``[soft_labels] mode =
     "dense"``) from the teacher and soft-label stages' artefacts (``y_aug``: the soft stage's hard matrix,
-    if the caller has it loaded already); None in sparse mode."""
+    if the caller has it loaded already); None in sparse mode. ``calibration``: (method, a, c) instead of
+    the configured one ("auto": the hold-out choice where the run makes one, else the label-count rule)."""
     s = cfg.soft_labels
     if s.mode != "dense":
         return None
@@ -387,7 +469,10 @@ def dense_targets(run: Run, ds: Dataset, cfg: RunConfig, rows: int, y_aug: sp.cs
     hard = y_aug.astype(np.float32)[:rows]
     n = ds.y_trn.shape[0]
     emb = np.vstack([z["doc"], z["lbl_doc"][: rows - n]]) if rows > n else z["doc"][:rows]
-    s = resolved(s, z["lbl"].shape[0])
+    if calibration is not None:
+        s = replace(s, calibration=calibration[0], sigmoid_a=calibration[1], sigmoid_c=calibration[2])
+    else:
+        s = resolved(s, z["lbl"].shape[0], calibration_choice(run, ds, cfg))
     return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
                         calibration=s.calibration, a=s.sigmoid_a, c=s.sigmoid_c, truth=s.dense_truth,
                         start=s.dense_init, head=s.dense_head)  # fmt: skip
@@ -579,7 +664,7 @@ def arm_inputs(
     x = feats["trn"]
     if targets.shape[0] > n:
         x = np.vstack([x, feats["lbl"][: targets.shape[0] - n]])
-    return x, targets, skey
+    return x, targets, calibration_stage(run, ds, cfg, feats, x, targets, skey, log)
 
 
 def arm_texts(ds: Dataset, rows: int) -> tuple[list[str], list[str]]:

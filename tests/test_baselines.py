@@ -207,7 +207,7 @@ def test_baselines_train_on_the_arms_input_with_tfidf(
 ) -> None:
     """With the hybrid input the label-rows and ensemble classifiers get the TF-IDF head too: the
     label_rows scores equal an L-BFGS fit on [dense; label dense] + [TF-IDF; label TF-IDF], done here."""
-    from lever_plugins.stages import features, load_data, prepare_split
+    from lever_plugins.stages import features, load_data
     from lever_plugins.trainer import ova
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
@@ -223,7 +223,7 @@ def test_baselines_train_on_the_arms_input_with_tfidf(
     dims = {k: stages[k]["stats"]["sparse_dim"] for k in
             ("train_base", "train_lever", "train_label_rows", "train_ensemble_holdout")}  # fmt: skip
     assert len(set(dims.values())) == 1 and dims["train_base"] > 0, dims
-    ds = prepare_split(load_data(cfg), cfg)
+    ds = load_data(cfg)
     f = features(ds, cfg, progress=False)
     y_aug = sp.load_npz(out / "soft" / "y_aug.npz").tocsr().astype(np.float32)
     x = np.vstack([f["trn"], f["lbl"]])

@@ -46,6 +46,10 @@ lr = 0.05
 """
 
 
+# calibration = "auto" on this small dense run: chosen by two hold-out fits, stages of their own
+CALIBRATION = ("train_calibration_linear", "train_calibration_sigmoid", "calibration_select")
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("crash")
@@ -117,11 +121,12 @@ def test_kill_9_at_each_stage_then_rerun_equals_uninterrupted(setup: dict, refer
     assert st["teacher"] == teacher_rec and "soft_labels" in st and "train_lever" not in st
     assert not (out / "lever" / "scores.npz").exists() and temps(out)  # the killed write left a temp file
 
-    # 4. A plain re-run: only the trainer runs; the killed run's temp file is cleared; results are equal.
+    # 4. A plain re-run: only the trainer runs (the calibration choice's hold-out fits before it finished
+    #    too); the killed run's temp file is cleared; results are equal.
     r = train(setup, out)
     assert r.returncode == 0, r.stderr
     cached = [line.split("]")[0][1:] for line in r.stdout.splitlines() if line.endswith("(cached)")]
-    assert set(cached) == {"teacher", "soft_labels"}
+    assert set(cached) == {"teacher", "soft_labels", *CALIBRATION}
     assert temps(out) == []
     assert json.loads((out / "lever" / "metrics.json").read_text()) == reference["metrics"]
     assert {a: sha(out / a) for a in ARTEFACTS} == reference["sha"]
@@ -134,7 +139,8 @@ def test_kill_9_at_each_stage_then_rerun_equals_uninterrupted(setup: dict, refer
         (out / art).write_bytes(bytes(raw))
     r = train(setup, out)
     assert r.returncode == 0, r.stderr
-    assert {line.split("]")[0][1:] for line in r.stdout.splitlines() if line.endswith("(cached)")} == {"soft_labels"}
+    cached = {line.split("]")[0][1:] for line in r.stdout.splitlines() if line.endswith("(cached)")}
+    assert cached == {"soft_labels", *CALIBRATION}
     assert {a: sha(out / a) for a in ARTEFACTS} == reference["sha"]
     assert json.loads((out / "lever" / "metrics.json").read_text()) == reference["metrics"]
 

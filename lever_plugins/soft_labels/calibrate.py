@@ -17,13 +17,33 @@ import numpy as np
 from lever_plugins.errors import ConfigError
 
 METHODS = ("linear", "sigmoid")
-# calibration = "auto" (the default): dense targets on more than AUTO_LINEAR_MAX labels take the sharp
-# sigmoid, everything else the linear map. Measured on train hold-outs (docs/distillation.md): linear dense
-# targets win at 613 labels (debtags, full and 1,400-document slices) and collapse at 17,157 (WordNet:
-# every one of 17K columns gets 0.25-0.45 and the positives drown), where σ(20·cos − 14) wins. The switch
-# point between the two is not measured.
+# calibration = "auto" (the default). Small dense runs choose between AUTO_CANDIDATES on a train hold-out
+# (auto_selects, stages.calibration_stage); above calibration_select_max the label count decides: dense
+# targets on more than AUTO_LINEAR_MAX labels take the sharp sigmoid, everything else the linear map. Measured
+# on train hold-outs (docs/distillation.md): linear wins on debtags (613 labels, full and 1,400-document
+# slices); the sigmoid wins on WordNet at 17,157 labels (linear gives each of 17K columns 0.25-0.45 and the
+# positives drown) and on WordNet label subsets of 750 and 2,000 labels. What decides is the teacher, not L:
+# the rule is only the fallback for runs too large for two extra fits.
 AUTO_LINEAR_MAX = 3000
 AUTO_SIGMOID = (20.0, -14.0)
+# the hold-out candidates: on debtags slices (a weak teacher, P@1 28 against the base's 65) the sigmoid
+# costs 4-7 P@1; on WordNet subsets of 750-2,000 labels (a strong teacher) it gains 2-5 P@1
+AUTO_CANDIDATES = (("linear", 1.0, 0.0), ("sigmoid", *AUTO_SIGMOID))
+SELECT_HOLDOUT = 0.2
+
+
+def auto_selects(soft: Any, n_rows: int, n_labels: int, adapter: str = "builtin", finetune: bool = False) -> bool:
+    """Whether ``calibration = "auto"`` is chosen on a train hold-out (two extra student fits) rather than by
+    the label-count rule: dense targets, the built-in trainer on frozen features (an upstream trainer's or
+    an encoder fine-tuning fit costs far more), and at most ``calibration_select_max`` training documents ×
+    labels, where those fits take seconds."""
+    return (
+        soft.calibration == "auto"
+        and soft.mode == "dense"
+        and adapter == "builtin"
+        and not finetune
+        and 0 < n_rows * n_labels <= soft.calibration_select_max
+    )
 
 
 def resolve(method: str, a: float, c: float, n_labels: int, dense: bool) -> tuple[str, float, float]:
@@ -36,9 +56,13 @@ def resolve(method: str, a: float, c: float, n_labels: int, dense: bool) -> tupl
     return "linear", a, c
 
 
-def resolved(soft: Any, n_labels: int) -> Any:
-    """A copy of the SoftLabelConfig ``soft`` with ``calibration = "auto"`` made concrete (:func:`resolve`)."""
-    method, a, c = resolve(soft.calibration, soft.sigmoid_a, soft.sigmoid_c, n_labels, soft.mode == "dense")
+def resolved(soft: Any, n_labels: int, chosen: dict | None = None) -> Any:
+    """A copy of the SoftLabelConfig ``soft`` with ``calibration = "auto"`` made concrete: ``chosen`` (the
+    hold-out choice, {"method", "a", "c"}) when given, else :func:`resolve`'s rule."""
+    if soft.calibration == "auto" and chosen is not None:
+        method, a, c = chosen["method"], chosen["a"], chosen["c"]
+    else:
+        method, a, c = resolve(soft.calibration, soft.sigmoid_a, soft.sigmoid_c, n_labels, soft.mode == "dense")
     if method == soft.calibration:
         return soft
     return dataclasses.replace(soft, calibration=method, sigmoid_a=a, sigmoid_c=c)
