@@ -397,12 +397,12 @@ def calibration_stage(
 ) -> str:
     """``calibration = "auto"`` on a small dense run: fit the +LEVER student with each calibration of
     ``AUTO_CANDIDATES`` on 80 % of train (and the label rows), score the other 20 % by
-    ``soft_labels.calibration_select`` and keep the better (ties: the first, linear). Writes
+    ``soft_labels.calibration_select`` and keep the best (ties: the first listed, linear first). Writes
     ``soft/calibration.json``; returns the arm's cache key with the choice in it (``skey`` unchanged when
-    the rule decides). The two fits are stages of their own (``train_calibration_<method>``)."""
+    the rule decides). Each fit is a stage of its own (``train_calibration_<candidate name>``)."""
     from lever_plugins.baselines import select_metric
     from lever_plugins.metrics import evaluate
-    from lever_plugins.soft_labels.calibrate import AUTO_CANDIDATES, SELECT_HOLDOUT, auto_selects
+    from lever_plugins.soft_labels.calibrate import AUTO_CANDIDATES, SELECT_HOLDOUT, auto_selects, candidate_name
 
     s = cfg.soft_labels
     n = ds.y_trn.shape[0]
@@ -418,9 +418,10 @@ def calibration_stage(
     ek = eval_kwargs(ds, cfg)
     values, fits = {}, []
     for method, a, c in AUTO_CANDIDATES:
+        name = candidate_name(method, a, c)
         dense = dense_targets(run, ds, cfg, targets.shape[0], calibration=(method, a, c))
         arm = make_arm(
-            run, ds, cfg, f"calibration_{method}", x[rows], targets[rows], feats["trn"][hold],
+            run, ds, cfg, f"calibration_{name}", x[rows], targets[rows], feats["trn"][hold],
             x_sparse=None if sparse is None else (sparse[0][rows], sparse[0][hold]),
             texts=([all_texts[i] for i in rows], [ds.trn_texts[i] for i in hold]), y_train=y[rest], y_test=y[hold],
         )  # fmt: skip
@@ -429,11 +430,12 @@ def calibration_stage(
         scores, _ = train_stage(run, arm, cfg, ukey, log)
         m = evaluate(scores, y[hold], train_truth=y[rest], k=cfgmod.select_ks(s.calibration_select), A=ek["A"],
                      B=ek["B"], filter_pairs=_filter_rows(ds.trn_filter, hold))  # fmt: skip
-        values[method] = select_metric(m, s.calibration_select, "soft_labels.calibration_select")
-        fits.append({"method": method, "a": a, "c": c, "metrics": m})
+        values[name] = select_metric(m, s.calibration_select, "soft_labels.calibration_select")
+        fits.append({"name": name, "method": method, "a": a, "c": c, "metrics": m})
     best = max(values.values())
-    method, a, c = next(cand for cand in AUTO_CANDIDATES if values[cand[0]] == best)
-    choice = {"method": method, "a": a, "c": c, "select": s.calibration_select, "holdout": SELECT_HOLDOUT,
+    method, a, c = next(cand for cand in AUTO_CANDIDATES if values[candidate_name(*cand)] == best)
+    name = candidate_name(method, a, c)
+    choice = {"name": name, "method": method, "a": a, "c": c, "select": s.calibration_select, "holdout": SELECT_HOLDOUT,
               "n_holdout": int(n_hold), "holdout_select": values, "fits": fits}  # fmt: skip
     key = config_hash(skey, "calibration_select", s.calibration_select, SELECT_HOLDOUT, cfg.seed, values)
 
@@ -442,9 +444,9 @@ def calibration_stage(
 
         write_json(run.root / CALIBRATION_ART, choice)
         if log:
-            log(f"[calibration] auto: {method} ({s.calibration_select} on a {SELECT_HOLDOUT:.0%} train hold-out: "
+            log(f"[calibration] auto: {name} ({s.calibration_select} on a {SELECT_HOLDOUT:.0%} train hold-out: "
                 + ", ".join(f"{k} {v:.4f}" for k, v in values.items()) + ")")  # fmt: skip
-        return {"method": method, "holdout_select": values}
+        return {"method": name, "holdout_select": values}
 
     cached_stage(run, "calibration_select", key, [CALIBRATION_ART], compute, log)
     return config_hash(skey, method, a, c)

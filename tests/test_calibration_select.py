@@ -79,23 +79,26 @@ def test_hold_out_choice_matches_an_independent_refit(
                             start="teacher")  # fmt: skip
 
     want = {}
-    for method, a, c in (("linear", 1.0, 0.0), ("sigmoid", 20.0, -14.0)):
+    candidates = {"linear": ("linear", 1.0, 0.0), "sigmoid": ("sigmoid", 20.0, -14.0),
+                  "sigmoid_a20_c-12": ("sigmoid", 20.0, -12.0)}  # fmt: skip
+    for name, (method, a, c) in candidates.items():
         s, _ = ova.train_predict(x[rows], y_aug[rows], f["trn"][hold], cfg.trainer, seed=cfg.seed, progress=False,
                                  dense=dense(method, a, c, rows))  # fmt: skip
         m = evaluate(s, y[hold], train_truth=y[rest], k=(1, 3))
-        want[method] = m["P@1"] + m["PSP@3"]
+        want[name] = m["P@1"] + m["PSP@3"]
     assert got["holdout_select"] == pytest.approx(want, abs=1e-6)
-    best = "linear" if want["linear"] >= want["sigmoid"] else "sigmoid"
-    assert got["method"] == best
+    best = next(n for n in candidates if want[n] == max(want.values()))  # ties: the first listed
+    assert got["name"] == best
 
-    a, c = (1.0, 0.0) if best == "linear" else (20.0, -14.0)
+    method, a, c = candidates[best]
     lever, _ = ova.train_predict(x, y_aug, f["tst"], cfg.trainer, seed=cfg.seed, progress=False,
-                                 dense=dense(best, a, c, slice(None)))  # fmt: skip
+                                 dense=dense(method, a, c, slice(None)))  # fmt: skip
     np.testing.assert_allclose(sp.load_npz(out / "lever" / "scores.npz").toarray(), lever.toarray(),
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     head = (out / "compare.md").read_text()
-    assert f"auto: {best}" in head
+    assert f"auto: {method}" in head
     assert "chosen on a 20% train hold-out by soft_labels.calibration_select (linear " in head
+    assert "vs sigmoid_a20_c-12 " in head
 
 
 def test_above_the_limit_the_label_count_rule_decides(

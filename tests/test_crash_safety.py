@@ -47,7 +47,8 @@ lr = 0.05
 
 
 # calibration = "auto" on this small dense run: chosen by two hold-out fits, stages of their own
-CALIBRATION = ("train_calibration_linear", "train_calibration_sigmoid", "calibration_select")
+CALIBRATION = ("train_calibration_linear", "train_calibration_sigmoid", "train_calibration_sigmoid_a20_c-12",
+               "calibration_select")
 
 
 @pytest.fixture(scope="module")

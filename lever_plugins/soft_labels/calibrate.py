@@ -26,17 +26,26 @@ METHODS = ("linear", "sigmoid")
 # the rule is only the fallback for runs too large for two extra fits.
 AUTO_LINEAR_MAX = 3000
 AUTO_SIGMOID = (20.0, -14.0)
-# the hold-out candidates: on debtags slices (a weak teacher, P@1 28 against the base's 65) the sigmoid
-# costs 4-7 P@1; on WordNet subsets of 750-2,000 labels (a strong teacher) it gains 2-5 P@1
-AUTO_CANDIDATES = (("linear", 1.0, 0.0), ("sigmoid", *AUTO_SIGMOID))
+# the hold-out candidates: on debtags slices (a weak teacher, P@1 28 against the base's 65) either sigmoid
+# costs 3-7 P@1; on WordNet subsets of 750-2,000 labels (a strong teacher) they gain 2-5 P@1, and which of
+# the two steps (cos 0.7 or 0.6) is better differs from subset to subset (docs/distillation.md)
+AUTO_CANDIDATES = (("linear", 1.0, 0.0), ("sigmoid", *AUTO_SIGMOID), ("sigmoid", 20.0, -12.0))
 SELECT_HOLDOUT = 0.2
 
 
+def candidate_name(method: str, a: float, c: float) -> str:
+    """A hold-out candidate's name in stage names and the run header: "linear", "sigmoid" (AUTO_SIGMOID),
+    or "sigmoid_a<a>_c<c>"."""
+    if method == "linear":
+        return "linear"
+    return "sigmoid" if (a, c) == AUTO_SIGMOID else f"sigmoid_a{a:g}_c{c:g}"
+
+
 def auto_selects(soft: Any, n_rows: int, n_labels: int, adapter: str = "builtin", finetune: bool = False) -> bool:
-    """Whether ``calibration = "auto"`` is chosen on a train hold-out (two extra student fits) rather than by
-    the label-count rule: dense targets, the built-in trainer on frozen features (an upstream trainer's or
-    an encoder fine-tuning fit costs far more), and at most ``calibration_select_max`` training documents ×
-    labels, where those fits take seconds."""
+    """Whether ``calibration = "auto"`` is chosen on a train hold-out (one extra student fit per candidate)
+    rather than by the label-count rule: dense targets, the built-in trainer on frozen features (an upstream
+    trainer's or an encoder fine-tuning fit costs far more), and at most ``calibration_select_max`` training
+    documents × labels, where those fits take seconds."""
     return (
         soft.calibration == "auto"
         and soft.mode == "dense"
