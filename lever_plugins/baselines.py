@@ -205,7 +205,8 @@ class Ensemble:
             dense_targets,
             encoder_key,
             eval_kwargs,
-            make_arm,
+            holdout_arm,
+            holdout_split,
             save_csr,
             teacher_stage,
             train_stage,
@@ -213,28 +214,14 @@ class Ensemble:
 
         run, ds, cfg = ctx.run, ctx.ds, ctx.cfg
         temb, tkey = teacher_stage(run, ds, cfg, ctx.sig, ctx.log)
-        n = len(ds.trn_texts)
-        perm = np.random.default_rng(cfg.seed).permutation(n)
-        n_hold = max(1, int(round(HOLDOUT * n)))
-        hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+        hold, rest = holdout_split(len(ds.trn_texts), HOLDOUT, cfg.seed)
         y = ds.binary_train()
         x_arm, t_arm, arm_key = ctx.arms[self.arm]
-        rows = np.concatenate([rest, np.arange(n, t_arm.shape[0])])  # + the label rows of a +LEVER arm
         # the arm's classifier trained on 90 % of train (and its label rows), scored on the other 10 %
         sparse = arm_sparse(ctx.feats, t_arm.shape[0])  # the same input as the arm (TF-IDF head included)
         dense = dense_targets(run, ds, cfg, t_arm.shape[0]) if self.arm == "lever" else None
-        all_texts = ds.trn_texts + ds.lbl_texts
         name = "ensemble_holdout" if self.arm == "base" else f"{self.name}_holdout"
-        arm = make_arm(
-            run, ds, cfg, name, x_arm[rows], t_arm[rows], ctx.feats["trn"][hold],
-            x_sparse=None if sparse is None else (sparse[0][rows], sparse[0][hold]),
-            texts=([all_texts[i] for i in rows], [ds.trn_texts[i] for i in hold]),
-            y_train=y[rest], y_test=y[hold],
-        )  # fmt: skip
-        if dense is not None:
-            from dataclasses import replace
-
-            arm = replace(arm, dense=replace(dense, hard=dense.hard[rows], rows=dense.rows[rows]))
+        arm = holdout_arm(run, ds, cfg, name, ctx.feats, x_arm, t_arm, hold, rest, dense)
         clf_hold, _ = train_stage(
             run, arm, cfg, config_hash(arm_key, "holdout", HOLDOUT, cfg.seed, *_sparse_mark(sparse)), ctx.log
         )

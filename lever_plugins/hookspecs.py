@@ -35,8 +35,9 @@ def lever_register_soft_label_providers(register):
     """Fires once when the plugin manager builds its registries.
 
     Call ``register(name, factory)``. The core calls ``factory(config, **options)``: ``config`` the run's
-    SoftLabelConfig (``calibration = "auto"`` already made "linear" or "sigmoid" for the run's label count),
-    ``options`` the ``[soft_labels.options]`` table. The provider has
+    SoftLabelConfig (``calibration = "auto"`` already made "linear" or "sigmoid" by the label-count rule; a
+    small dense run may then choose another calibration for its dense targets on a hold-out, after the
+    provider has run), ``options`` the ``[soft_labels.options]`` table. The provider has
     ``build(y_train, doc_emb, lbl_emb, has_text=None) -> SoftLabels`` giving the hard augmented (N+L)×L
     matrix and the teacher's soft (N+L)×L matrix (calibrated scores, ground truth never included).
     Return value ignored.

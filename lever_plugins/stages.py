@@ -372,6 +372,35 @@ def teacher_stage(
             "lbl_doc": z["lbl_doc"] if dense else None}, stage_key(key, uses)  # fmt: skip
 
 
+def holdout_split(n: int, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out rows, the rest) of ``n`` training documents: a seeded ``frac`` (at least one), both sorted."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_hold = max(1, int(round(frac * n)))
+    return np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
+
+
+def holdout_arm(
+    run: Run, ds: Dataset, cfg: RunConfig, name: str, feats: dict[str, Any], x: np.ndarray,
+    targets: sp.csr_matrix, hold: np.ndarray, rest: np.ndarray, dense: Any = None,
+) -> Arm:
+    """An arm (rows ``x``/``targets``: N documents, then any label rows) trained on the ``rest`` documents and
+    every label row, and scored on the ``hold`` documents against their own labels, with the same input as the
+    full arm (TF-IDF head included) and ``dense`` targets, if any, cut to the same rows."""
+    n = ds.y_trn.shape[0]
+    rows = np.concatenate([rest, np.arange(n, targets.shape[0])])
+    y = ds.binary_train()
+    sparse = arm_sparse(feats, targets.shape[0])
+    all_texts = ds.trn_texts + ds.lbl_texts
+    arm = make_arm(
+        run, ds, cfg, name, x[rows], targets[rows], feats["trn"][hold],
+        x_sparse=None if sparse is None else (sparse[0][rows], sparse[0][hold]),
+        texts=([all_texts[i] for i in rows], [ds.trn_texts[i] for i in hold]), y_train=y[rest], y_test=y[hold],
+    )  # fmt: skip
+    if dense is None:
+        return arm
+    return replace(arm, dense=replace(dense, hard=dense.hard[rows], rows=dense.rows[rows]))
+
+
 CALIBRATION_ART = "soft/calibration.json"
 
 
@@ -408,25 +437,15 @@ def calibration_stage(
     n = ds.y_trn.shape[0]
     if not auto_selects(s, n, ds.num_labels, cfg.trainer.adapter, cfg.trainer.finetune):
         return skey
-    perm = np.random.default_rng(cfg.seed).permutation(n)
-    n_hold = max(1, int(round(SELECT_HOLDOUT * n)))
-    hold, rest = np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
-    rows = np.concatenate([rest, np.arange(n, targets.shape[0])])  # + the label rows
+    hold, rest = holdout_split(n, SELECT_HOLDOUT, cfg.seed)
     y = ds.binary_train()
-    sparse = arm_sparse(feats, targets.shape[0])
-    all_texts = ds.trn_texts + ds.lbl_texts
     ek = eval_kwargs(ds, cfg)
     values, fits = {}, []
     for method, a, c in AUTO_CANDIDATES:
         name = candidate_name(method, a, c)
         dense = dense_targets(run, ds, cfg, targets.shape[0], calibration=(method, a, c))
-        arm = make_arm(
-            run, ds, cfg, f"calibration_{name}", x[rows], targets[rows], feats["trn"][hold],
-            x_sparse=None if sparse is None else (sparse[0][rows], sparse[0][hold]),
-            texts=([all_texts[i] for i in rows], [ds.trn_texts[i] for i in hold]), y_train=y[rest], y_test=y[hold],
-        )  # fmt: skip
-        arm = replace(arm, dense=replace(dense, hard=dense.hard[rows], rows=dense.rows[rows]))
-        ukey = config_hash(skey, "calibration", method, a, c, SELECT_HOLDOUT, cfg.seed, sparse is not None)
+        arm = holdout_arm(run, ds, cfg, f"calibration_{name}", feats, x, targets, hold, rest, dense)
+        ukey = config_hash(skey, "calibration", method, a, c, SELECT_HOLDOUT, cfg.seed, arm.x_sparse is not None)
         scores, _ = train_stage(run, arm, cfg, ukey, log)
         m = evaluate(scores, y[hold], train_truth=y[rest], k=cfgmod.select_ks(s.calibration_select), A=ek["A"],
                      B=ek["B"], filter_pairs=_filter_rows(ds.trn_filter, hold))  # fmt: skip
@@ -436,7 +455,7 @@ def calibration_stage(
     method, a, c = next(cand for cand in AUTO_CANDIDATES if values[candidate_name(*cand)] == best)
     name = candidate_name(method, a, c)
     choice = {"name": name, "method": method, "a": a, "c": c, "select": s.calibration_select, "holdout": SELECT_HOLDOUT,
-              "n_holdout": int(n_hold), "holdout_select": values, "fits": fits}  # fmt: skip
+              "n_holdout": len(hold), "holdout_select": values, "fits": fits}  # fmt: skip
     key = config_hash(skey, "calibration_select", s.calibration_select, SELECT_HOLDOUT, cfg.seed, values)
 
     def compute() -> dict:

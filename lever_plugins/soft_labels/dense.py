@@ -83,31 +83,45 @@ class DenseTargets:
     def shape(self) -> tuple[int, int]:
         return self.hard.shape
 
-    def teacher(self, rows: np.ndarray | slice, cols: np.ndarray | None = None) -> np.ndarray:
-        """p̂ for ``rows`` × ``cols`` (all labels when None), float32."""
+    def _teacher(self, rows: np.ndarray | slice, cols: np.ndarray | None = None):
+        """p̂ for ``rows`` × ``cols`` as a torch tensor (float32), computed in place."""
         import torch
 
         v = self.labels if cols is None else self.labels[cols]
-        # torch's GEMM, not numpy's: the trainers call this between torch ops every batch, and a second BLAS
-        # thread pool spinning after each numpy product slowed torch's own ops ~5× on 2 cores (measured: a
-        # 1,400-document shortlist fit 8.7 s with numpy here, against 2.2 s without dense targets)
+        # torch's GEMM and in-place ops, not numpy's: the trainers call this between torch ops every batch, and a
+        # second BLAS thread pool spinning after each numpy product slowed torch's own ops ~5× on 2 cores
+        # (measured: a 1,400-document shortlist fit 8.7 s with numpy here, against 2.2 s without dense targets);
+        # numpy's temporaries (a 256 × 25K block is 26 MB, ~10 passes) cost WordNet's +LEVER arm ~1/5 of its time
         u = torch.from_numpy(np.ascontiguousarray(self.rows[rows], dtype=np.float32))
-        cos = (u @ torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).T).clamp_(-1.0, 1.0).numpy()
+        p = (u @ torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)).T).clamp_(-1.0, 1.0)
         if self.calibration == "linear":
-            return ((1.0 + cos) * 0.5).astype(np.float32, copy=False)
-        z = np.float32(self.a) * cos + np.float32(self.c)
-        with np.errstate(over="ignore"):
-            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32, copy=False)
+            return p.add_(1.0).mul_(0.5)
+        return p.mul_(float(self.a)).add_(float(self.c)).sigmoid_()
+
+    def teacher(self, rows: np.ndarray | slice, cols: np.ndarray | None = None) -> np.ndarray:
+        """p̂ for ``rows`` × ``cols`` (all labels when None), float32."""
+        return self._teacher(rows, cols).numpy()
 
     def block(self, rows: np.ndarray | slice, cols: np.ndarray | None = None) -> np.ndarray:
         """Training targets for ``rows`` × ``cols`` (all labels when None): float32 in [0, 1]."""
-        y = self.hard[rows]
-        y = (y if cols is None else y[:, cols]).toarray()
+        import torch
+
+        L = self.hard.shape[1]
         q = self.soft_weight if cols is None else self.soft_weight[cols]  # 1 − λ_l
-        t = (1.0 - q) * y + q * self.teacher(rows, cols)
-        if self.truth == "one":
-            np.maximum(t, y, out=t)
-        return t
+        t = self._teacher(rows, cols).mul_(torch.from_numpy(np.ascontiguousarray(q)))  # (1 − λ_l)·p̂ everywhere
+        # then the stored (ground-truth) pairs, scattered: + λ_l·y, and at least y with truth "one"
+        h = self.hard[rows].tocoo()
+        r, c, y = h.row, h.col, h.data.astype(np.float32)
+        if cols is not None:
+            pos = np.full(L, -1, dtype=np.int64)
+            pos[cols] = np.arange(len(cols))
+            c = pos[c]
+            keep = c >= 0
+            r, c, y = r[keep], c[keep], y[keep]
+        out = t.numpy()
+        val = out[r, c] + (1.0 - q[c]) * y
+        out[r, c] = np.maximum(val, y) if self.truth == "one" else val
+        return out
 
     def student_init(self, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(weight L×d, bias L) of a linear head on the student's features ``x`` (M×d, the training rows in
