@@ -389,6 +389,8 @@ ROWS = [
         "trainer.knn_k = 0 must be >= 1"),
     Row("cfg-sigmoid-overflow", _with_cfg("[soft_labels]\ncalibration = 'sigmoid'\nsigmoid_a = 1e308\n"),
         r"c\.toml:3", "do not give finite scores for cosines in [-1, 1]"),
+    Row("cfg-select-unknown-metric", _with_cfg("[soft_labels]\ncalibration_select = 'P@1+Q@5'\n"), r"c\.toml:2",
+        "soft_labels.calibration_select = 'P@1+Q@5': 'Q@5' is not a metric name"),
     Row("cfg-holdout-empty-train", _with_cfg("[data]\nholdout = 0.999\n"), r"\[data\] holdout",
         "leaves an empty train part"),
     Row("cfg-device-unavailable", _with_cfg("[trainer]\ndevice = 'cuda'\n"), r"trainer\.device",
