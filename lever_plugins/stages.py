@@ -404,14 +404,18 @@ def holdout_arm(
 CALIBRATION_ART = "soft/calibration.json"
 
 
+def _auto_selects(ds: Dataset, cfg: RunConfig) -> bool:
+    from lever_plugins.soft_labels.calibrate import auto_selects
+
+    return auto_selects(cfg.soft_labels, ds.y_trn.shape[0], ds.num_labels, cfg.trainer.adapter, cfg.trainer.finetune)
+
+
 def calibration_choice(run: Run, ds: Dataset, cfg: RunConfig) -> dict | None:
     """The hold-out choice of :func:`calibration_stage` ({"method", "a", "c", "holdout_select", ...}) when
     this run makes one (:func:`~lever_plugins.soft_labels.calibrate.auto_selects`), else None (the rule)."""
     import json
 
-    from lever_plugins.soft_labels.calibrate import auto_selects
-
-    if not auto_selects(cfg.soft_labels, ds.y_trn.shape[0], ds.num_labels, cfg.trainer.adapter, cfg.trainer.finetune):
+    if not _auto_selects(ds, cfg):
         return None
     path = run.root / CALIBRATION_ART
     if not path.is_file():  # the stage runs before any caller: a missing choice is a pipeline bug
@@ -431,19 +435,19 @@ def calibration_stage(
     the rule decides). Each fit is a stage of its own (``train_calibration_<candidate name>``)."""
     from lever_plugins.baselines import select_metric
     from lever_plugins.metrics import evaluate
-    from lever_plugins.soft_labels.calibrate import AUTO_CANDIDATES, SELECT_HOLDOUT, auto_selects, candidate_name
+    from lever_plugins.soft_labels.calibrate import AUTO_CANDIDATES, SELECT_HOLDOUT, candidate_name
 
     s = cfg.soft_labels
-    n = ds.y_trn.shape[0]
-    if not auto_selects(s, n, ds.num_labels, cfg.trainer.adapter, cfg.trainer.finetune):
+    if not _auto_selects(ds, cfg):
         return skey
-    hold, rest = holdout_split(n, SELECT_HOLDOUT, cfg.seed)
+    hold, rest = holdout_split(ds.y_trn.shape[0], SELECT_HOLDOUT, cfg.seed)
     y = ds.binary_train()
     ek = eval_kwargs(ds, cfg)
+    cands = {candidate_name(*cand): cand for cand in AUTO_CANDIDATES}
+    first = dense_targets(run, ds, cfg, targets.shape[0], calibration=AUTO_CANDIDATES[0])  # read once
     values, fits = {}, []
-    for method, a, c in AUTO_CANDIDATES:
-        name = candidate_name(method, a, c)
-        dense = dense_targets(run, ds, cfg, targets.shape[0], calibration=(method, a, c))
+    for name, (method, a, c) in cands.items():
+        dense = replace(first, calibration=method, a=a, c=c)
         arm = holdout_arm(run, ds, cfg, f"calibration_{name}", feats, x, targets, hold, rest, dense)
         ukey = config_hash(skey, "calibration", method, a, c, SELECT_HOLDOUT, cfg.seed, arm.x_sparse is not None)
         scores, _ = train_stage(run, arm, cfg, ukey, log)
@@ -452,8 +456,8 @@ def calibration_stage(
         values[name] = select_metric(m, s.calibration_select, "soft_labels.calibration_select")
         fits.append({"name": name, "method": method, "a": a, "c": c, "metrics": m})
     best = max(values.values())
-    method, a, c = next(cand for cand in AUTO_CANDIDATES if values[candidate_name(*cand)] == best)
-    name = candidate_name(method, a, c)
+    name = next(n for n in cands if values[n] == best)  # ties: the first listed
+    method, a, c = cands[name]
     choice = {"name": name, "method": method, "a": a, "c": c, "select": s.calibration_select, "holdout": SELECT_HOLDOUT,
               "n_holdout": len(hold), "holdout_select": values, "fits": fits}  # fmt: skip
     key = config_hash(skey, "calibration_select", s.calibration_select, SELECT_HOLDOUT, cfg.seed, values)

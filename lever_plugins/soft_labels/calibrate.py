@@ -23,7 +23,7 @@ METHODS = ("linear", "sigmoid")
 # on train hold-outs (docs/distillation.md): linear wins on debtags (613 labels, full and 1,400-document
 # slices); the sigmoid wins on WordNet at 17,157 labels (linear gives each of 17K columns 0.25-0.45 and the
 # positives drown) and on WordNet label subsets of 750 and 2,000 labels. What decides is the teacher, not L:
-# the rule is only the fallback for runs too large for two extra fits.
+# the rule is only the fallback for runs too large for the extra fits.
 AUTO_LINEAR_MAX = 3000
 AUTO_SIGMOID = (20.0, -14.0)
 # the hold-out candidates: on debtags slices (a weak teacher, P@1 28 against the base's 65) either sigmoid
