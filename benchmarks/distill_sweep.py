@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=0)
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--variants-only", action="store_true", help="skip the base, ensemble and label-rows rows")
+    ap.add_argument("--no-label-rows", action="store_true", help="skip the label-rows row")
     ap.add_argument("--alphas", default="0.5,0.6,0.7,0.8,0.9", help="the ensemble rows' α values")
     a = ap.parse_intermixed_args()
 
@@ -103,7 +104,7 @@ def main() -> None:
     xa = np.vstack([xtr, xl])
     xsa = sp.vstack([sp_tr, sp_l]).tocsr() if sp_tr is not None else None
     ya = sp.vstack([y, sp.eye(L, dtype=np.float32)]).tocsr()
-    if not a.variants_only:
+    if not (a.variants_only or a.no_label_rows):
         t0 = time.time()
         lr_, _ = fit(xa, ya, xsa)
         ev("label rows", lr_.scores(xte, sp_te), f"{time.time() - t0:.0f} s")
@@ -144,7 +145,8 @@ def main() -> None:
         prior = beta * (tl if P is None else tl @ P) if beta else None
         t0 = time.time()
         m, _ = fit(xa, ya, xsa, dense=dt if targets == "dense" else None, prior=prior,
-                   init=dt.student_init() if init == "teacher" else None, **v)  # fmt: skip
+                   init=dt.student_init(None if P is None else xa) if init == "teacher" else None,
+                   **v)  # fmt: skip
         s = m.scores(xte, sp_te)
         name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} init {init or '-'} head {dhead}"
         name = f"{name} {v or ''}".strip()

@@ -115,6 +115,7 @@ class TrainerConfig:
     weight_decay: float = 0.0
     negatives: str = "shortlist"  # "full", "shortlist"
     shortlist_size: int = 100
+    shortlist_max: int = 0  # shortlist: most candidate labels per batch, hard negatives cut by rank (0 = no cap)
     hidden: int = 0  # >0: a residual hidden layer of this width before the OvA head
     options: dict = field(default_factory=dict)  # keyword arguments for the adapter's factory
     top_k: int = 100  # predictions kept per test document
@@ -280,6 +281,7 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "lr"): ("> 0", lambda v: v > 0),
     ("trainer", "weight_decay"): (">= 0", lambda v: v >= 0),
     ("trainer", "shortlist_size"): (">= 1", lambda v: v >= 1),
+    ("trainer", "shortlist_max"): (">= 0 (0: no cap)", lambda v: v >= 0),
     ("trainer", "hidden"): (">= 0", lambda v: v >= 0),
     ("trainer", "top_k"): (">= 1", lambda v: v >= 1),
     ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),

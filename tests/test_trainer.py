@@ -421,3 +421,52 @@ def test_knn_fusion_ranks_by_fused_score():
     full = 0.6 / (1 + np.exp(-model.scores(x[500:]))) + 0.4 * prior
     got = np.sort(fused.data.reshape(-1, 4), axis=1)[:, ::-1]
     np.testing.assert_allclose(got, np.sort(full, axis=1)[:, ::-1][:, :4], rtol=1e-5, atol=1e-6)
+
+
+def test_hard_rank_cut_is_the_largest_prefix_within_the_cap():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        B, k, L = rng.integers(1, 9), rng.integers(1, 12), rng.integers(5, 60)
+        hard = rng.integers(-1, L, (B, k))  # -1: a slot the index could not fill
+        kept = rng.integers(0, L, rng.integers(0, 10))
+        cap = int(rng.integers(1, L + 5))
+
+        # brute force over every prefix, independent of the bisection
+        unions = [len(set(kept.tolist()) | {int(v) for v in hard[:, :j].ravel() if v >= 0}) for j in range(k + 1)]
+        fits = [j for j in range(k + 1) if unions[j] <= cap]
+        assert ova._hard_ranks_within(hard, kept, cap) == (max(fits) if fits else 0)
+
+
+def test_shortlist_cap_bounds_every_batch_and_keeps_the_positives(problem):
+    xtr, ytr, xte, yte = problem
+    capped, stats = ova.train_predict(xtr, ytr, xte, cfg(negatives="shortlist", shortlist_size=40,
+                                                         shortlist_max=60), seed=3, progress=False)  # fmt: skip
+    _, free = ova.train_predict(xtr, ytr, xte, cfg(negatives="shortlist", shortlist_size=40), seed=3,
+                                progress=False)  # fmt: skip
+    # batches of 128 rows hold ~250 positives over 200 labels, so positives alone exceed 60: the cap can
+    # only drop hard negatives, and the union stays at least the positives'
+    assert np.mean(free["mean_candidates"]) > np.mean(stats["mean_candidates"]) >= 0.9 * np.mean(
+        [len(np.unique(ytr[s : s + 128].indices)) for s in range(0, len(xtr), 128)])
+    assert p_at_1(capped, yte) > 0.85
+
+
+def test_shortlist_cap_above_the_union_changes_nothing(problem):
+    xtr, ytr, xte, _ = problem
+    a, sa = ova.train_predict(xtr, ytr, xte, cfg(negatives="shortlist", epochs=2), seed=4, progress=False)
+    b, sb = ova.train_predict(xtr, ytr, xte, cfg(negatives="shortlist", epochs=2, shortlist_max=10**6), seed=4,
+                              progress=False)  # fmt: skip
+    assert sa["mean_candidates"] == sb["mean_candidates"]
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_allclose(a.data, b.data, rtol=1e-6)
+
+
+def test_shortlist_cap_limits_mined_columns(problem):
+    xtr, ytr, xte, _ = problem
+    y1 = sp.csr_matrix((np.ones(len(xtr), np.float32), (np.arange(len(xtr)), ytr.indices[ytr.indptr[:-1]])),
+                       shape=ytr.shape)  # one positive per row: few enough that the cap binds on negatives
+    _, free = ova.train_predict(xtr, y1, xte, cfg(negatives="shortlist", epochs=2, shortlist_size=50), seed=4,
+                                progress=False)  # fmt: skip
+    _, capped = ova.train_predict(xtr, y1, xte, cfg(negatives="shortlist", epochs=2, shortlist_size=50,
+                                                    shortlist_max=130), seed=4, progress=False)  # fmt: skip
+    assert min(free["mean_candidates"]) > 140  # positives and random negatives alone: ~115
+    assert max(capped["mean_candidates"]) <= 130

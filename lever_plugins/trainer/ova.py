@@ -19,6 +19,12 @@ Two ways to pick the label columns a mini-batch is trained on (``TrainerConfig.n
     * ``shortlist_size`` uniformly random labels shared by the batch (so that labels no document ever
       retrieves still see negatives and cannot drift upwards).
 
+    ``shortlist_max`` > 0 caps the union: the hard negatives of every document are cut by rank, farthest
+    first, until the batch fits (positives and random negatives are never cut). A budget on the step's
+    cost that holds whatever the head's geometry: a head whose hard negatives spread over the tail (the
+    dense +LEVER student starting at the teacher) unions to ~2× the columns of one whose negatives pile
+    onto the head labels (the base starting at centroids), on the same ``shortlist_size``.
+
     The logits are ``batch × |candidates|`` against the gathered weight rows (a sparse
     ``nn.Embedding`` + lazy ``SparseAdam``, so neither the gradient nor the optimiser step touches the
     L − |candidates| untouched rows): cost O(batch × candidates × d) instead of O(batch × L × d).
@@ -349,6 +355,28 @@ class _MiningIndex:
         return idx
 
 
+def _hard_ranks_within(hard: np.ndarray, kept: np.ndarray, cap: int) -> int:
+    """The most hard-negative ranks j such that the batch's candidates, ``kept`` ∪ ``hard[:, :j]``, number
+    at most ``cap``: every document loses its farthest hard negatives first and keeps as many as the others
+    (rank order, not a global score cut, because raw scores of different documents are not comparable).
+    Positives and random negatives are never cut, so a batch whose ``kept`` alone exceeds the cap gets j = 0."""
+
+    def size(j: int) -> int:
+        h = hard[:, :j]
+        return len(np.unique(np.concatenate([kept, h[h >= 0].ravel()])))
+
+    lo, hi = 0, hard.shape[1]
+    if size(hi) <= cap:
+        return hi
+    while lo < hi:  # the size grows with j: the largest j within the cap
+        mid = (lo + hi + 1) // 2
+        if size(mid) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _valid_p1(model: OvAModel, x_valid: np.ndarray, y_valid: sp.csr_matrix) -> float:
     top = model.topk(x_valid, 1)
     hits = np.asarray(y_valid[np.arange(x_valid.shape[0]), top.indices]).ravel() > 0
@@ -408,6 +436,7 @@ def train(
     mode = config.negatives
     n_random = min(L, int(config.shortlist_size))
     k_hard = min(L, int(config.shortlist_size))
+    cap = int(getattr(config, "shortlist_max", 0))
     device = _device(config.device)
     loss_fn = loss_fn or _default_loss(config)
     # Separate streams: the batch order depends on (seed, M) only, not on the mode or on how many
@@ -558,9 +587,10 @@ def train(
                 with torch.no_grad():
                     q = torch.cat([h.detach(), torch.ones(len(idx), 1, device=device)], dim=1)
                     hard = mining.search(q, k_hard)
-                cand = np.unique(
-                    np.concatenate([sub.indices, hard[hard >= 0].ravel(), neg_rng.integers(0, L, n_random)])
-                )
+                kept = np.concatenate([sub.indices, neg_rng.integers(0, L, n_random)])
+                if cap:
+                    hard = hard[:, : _hard_ranks_within(hard, kept, cap)]
+                cand = np.unique(np.concatenate([kept, hard[hard >= 0].ravel()]))
                 if dense is None:
                     rows = np.repeat(np.arange(len(idx)), np.diff(sub.indptr))
                     block = np.zeros((len(idx), len(cand)), np.float32)
