@@ -20,10 +20,11 @@ Two ways to pick the label columns a mini-batch is trained on (``TrainerConfig.n
       retrieves still see negatives and cannot drift upwards).
 
     ``shortlist_max`` > 0 caps the union: the hard negatives of every document are cut by rank, farthest
-    first, until the batch fits (positives and random negatives are never cut). A budget on the step's
-    cost that holds whatever the head's geometry: a head whose hard negatives spread over the tail (the
-    dense +LEVER student starting at the teacher) unions to ~2× the columns of one whose negatives pile
-    onto the head labels (the base starting at centroids), on the same ``shortlist_size``.
+    first, until the batch fits (stored target entries, soft ones included, and random negatives are never
+    cut). A budget on the step's cost that holds whatever the head's geometry: a head whose hard negatives
+    spread over the tail (the dense +LEVER student starting at the teacher) unions to ~2× the columns of
+    one whose negatives pile onto the head labels (the base starting at centroids), on the same
+    ``shortlist_size``.
 
     The logits are ``batch × |candidates|`` against the gathered weight rows (a sparse
     ``nn.Embedding`` + lazy ``SparseAdam``, so neither the gradient nor the optimiser step touches the
@@ -359,7 +360,8 @@ def _hard_ranks_within(hard: np.ndarray, kept: np.ndarray, cap: int) -> int:
     """The most hard-negative ranks j such that the batch's candidates, ``kept`` ∪ ``hard[:, :j]``, number
     at most ``cap``: every document loses its farthest hard negatives first and keeps as many as the others
     (rank order, not a global score cut, because raw scores of different documents are not comparable).
-    Positives and random negatives are never cut, so a batch whose ``kept`` alone exceeds the cap gets j = 0."""
+    Stored target entries and random negatives are never cut, so a batch whose ``kept`` alone exceeds the
+    cap gets j = 0."""
 
     def size(j: int) -> int:
         h = hard[:, :j]
