@@ -362,21 +362,25 @@ def _hard_ranks_within(hard: np.ndarray, kept: np.ndarray, cap: int) -> int:
     (rank order, not a global score cut, because raw scores of different documents are not comparable).
     Stored target entries and random negatives are never cut, so a batch whose ``kept`` alone exceeds the
     cap gets j = 0."""
-
-    def size(j: int) -> int:
-        h = hard[:, :j]
-        return len(np.unique(np.concatenate([kept, h[h >= 0].ravel()])))
-
-    lo, hi = 0, hard.shape[1]
-    if size(hi) <= cap:
-        return hi
-    while lo < hi:  # the size grows with j: the largest j within the cap
-        mid = (lo + hi + 1) // 2
-        if size(mid) <= cap:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    k = hard.shape[1]
+    kept_u = np.unique(kept)
+    budget = cap - len(kept_u)
+    if k == 0 or budget < 0:
+        return 0
+    ranks = np.broadcast_to(np.arange(k), hard.shape)
+    ok = hard >= 0
+    labels, r = hard[ok], ranks[ok]
+    new = ~np.isin(labels, kept_u, assume_unique=False)
+    labels, r = labels[new], r[new]
+    if labels.size == 0:
+        return k
+    # a label joins the union at the first rank any document mines it: the union size at j is
+    # |kept| + #labels whose first rank < j, one sort instead of a union per candidate j
+    order = np.lexsort((r, labels))
+    ls, rs = labels[order], r[order]
+    first = rs[np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])]
+    joined = np.cumsum(np.bincount(first, minlength=k))  # joined[j - 1]: new labels within ranks < j
+    return int(np.searchsorted(joined, budget, side="right"))
 
 
 def _valid_p1(model: OvAModel, x_valid: np.ndarray, y_valid: sp.csr_matrix) -> float:
