@@ -431,7 +431,7 @@ def test_hard_rank_cut_is_the_largest_prefix_within_the_cap():
         kept = rng.integers(0, L, rng.integers(0, 10))
         cap = int(rng.integers(1, L + 5))
 
-        # brute force over every prefix, independent of the bisection
+        # brute force over every prefix, independent of the sort-and-count in the trainer
         unions = [len(set(kept.tolist()) | {int(v) for v in hard[:, :j].ravel() if v >= 0}) for j in range(k + 1)]
         fits = [j for j in range(k + 1) if unions[j] <= cap]
         assert ova._hard_ranks_within(hard, kept, cap) == (max(fits) if fits else 0)

@@ -370,7 +370,7 @@ def _hard_ranks_within(hard: np.ndarray, kept: np.ndarray, cap: int) -> int:
     ranks = np.broadcast_to(np.arange(k), hard.shape)
     ok = hard >= 0
     labels, r = hard[ok], ranks[ok]
-    new = ~np.isin(labels, kept_u, assume_unique=False)
+    new = ~np.isin(labels, kept_u)
     labels, r = labels[new], r[new]
     if labels.size == 0:
         return k
