@@ -9,6 +9,7 @@ Each JSON argument is one dense variant: ``lam`` (λ), ``calib`` ("linear" or "s
 ``truth`` ("one"/"blend"), ``teacher`` ("frozen" or "head" with ``folds`` and head options ``hkw``),
 ``head`` (labels with n > head positives get the teacher weight (1 − λ)·head/n), ``init`` ("teacher": the
 head starts at the teacher's calibrated scores, ``DenseTargets.student_init``),
+``pos`` (ground-truth pairs weigh ``pos`` times the other pairs in the loss),
 ``ensemble`` (also print the student blended with the teacher at each α of ``--alphas``), and any TrainerConfig
 key to override. The ensemble rows print every α (the best is chosen on these same hold-out numbers, so it
 is optimistic for the ensemble). The tables in docs/distillation.md come from this script.
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--variants-only", action="store_true", help="skip the base, ensemble and label-rows rows")
     ap.add_argument("--no-label-rows", action="store_true", help="skip the label-rows row")
+    ap.add_argument("--base-pos", type=float, default=0.0, help="also fit the base with this positive weight")
     ap.add_argument("--alphas", default="0.5,0.6,0.7,0.8,0.9", help="the ensemble rows' α values")
     a = ap.parse_intermixed_args()
 
@@ -60,15 +62,20 @@ def main() -> None:
     ttr, tte, tl = normalize(xtr), normalize(xte), normalize(xl)
     sp_tr, sp_te, sp_l = feats.get("trn_sparse"), feats.get("tst_sparse"), feats.get("lbl_sparse")
 
-    def loss(z, t):
-        return F.binary_cross_entropy_with_logits(z, t, reduction="mean")
+    def weighted(pos):
+        # ground-truth pairs (target 1; soft targets stay <= 1 - λ < 1) weigh ``pos`` times the others
+        def loss(z, t):
+            b = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+            return b.mean() if pos == 1 else (b * (1.0 + (pos - 1.0) * (t >= 1.0))).mean()
 
-    def fit(x, t, xs=None, dense=None, prior=None, init=None, **over):
+        return loss
+
+    def fit(x, t, xs=None, dense=None, prior=None, init=None, pos=1.0, **over):
         c = copy.copy(cfg.trainer)
         for k, v in over.items():
             setattr(c, k, v)
-        return ova.train(x, sp.csr_matrix(t, dtype=np.float32), c, cfg.seed, loss, progress=False, x_sparse=xs,
-                         dense=dense, prior=prior, init=init)  # fmt: skip
+        return ova.train(x, sp.csr_matrix(t, dtype=np.float32), c, cfg.seed, weighted(pos), progress=False,
+                         x_sparse=xs, dense=dense, prior=prior, init=init)  # fmt: skip
 
     def topk(s, k=100):
         idx = np.argpartition(-s, k, axis=1)[:, :k]
@@ -101,6 +108,12 @@ def main() -> None:
         sb = base.scores(xte, sp_te)
         ev("base", sb, f"{time.time() - t0:.0f} s")
         ens("ensemble", sb, cos_te)
+        if a.base_pos:
+            t0 = time.time()
+            bp, _ = fit(xtr, y, sp_tr, pos=a.base_pos)
+            sbp = bp.scores(xte, sp_te)
+            ev(f"base pos {a.base_pos}", sbp, f"{time.time() - t0:.0f} s")
+            ens(f"ensemble (base pos {a.base_pos})", sbp, cos_te)
     xa = np.vstack([xtr, xl])
     xsa = sp.vstack([sp_tr, sp_l]).tocsr() if sp_tr is not None else None
     ya = sp.vstack([y, sp.eye(L, dtype=np.float32)]).tocsr()
@@ -132,7 +145,7 @@ def main() -> None:
         teacher, folds, hkw = v.pop("teacher", "frozen"), v.pop("folds", 5), v.pop("hkw", {})
         with_ens = v.pop("ensemble", True)
         beta, targets = v.pop("prior", 0.0), v.pop("targets", "dense")
-        init, dhead = v.pop("init", ""), v.pop("head", 0.0)
+        init, dhead, pos = v.pop("init", ""), v.pop("head", 0.0), v.pop("pos", 1.0)
         if teacher == "frozen":
             rows, P = np.vstack([ttr, tl]), None
         else:
@@ -146,9 +159,10 @@ def main() -> None:
         t0 = time.time()
         m, _ = fit(xa, ya, xsa, dense=dt if targets == "dense" else None, prior=prior,
                    init=dt.student_init(None if P is None else xa) if init == "teacher" else None,
-                   **v)  # fmt: skip
+                   pos=pos, **v)  # fmt: skip
         s = m.scores(xte, sp_te)
         name = f"{targets} {teacher} λ {lam} {calib} a {ca} c {cc} {truth} prior {beta} init {init or '-'} head {dhead}"
+        name += f" pos {pos}" if pos != 1 else ""
         name = f"{name} {v or ''}".strip()
         ev(name, s, f"{time.time() - t0:.0f} s")
         if with_ens:

@@ -100,6 +100,7 @@ class SoftLabelConfig:
     dense_truth: str = "one"  # dense: ground-truth pairs at 1 ("one") or at lambda + (1-lambda)*p ("blend")
     dense_init: str = "teacher"  # dense: the head starts at the teacher's scores, or at label centroids ("centroids")
     dense_head: float = 0.0  # dense: labels with n > dense_head positives get teacher weight (1-lambda)*dense_head/n
+    dense_truth_weight: float = 1.0  # dense: ground-truth pairs weigh this much in the loss, every other pair 1
     options: dict = field(default_factory=dict)  # [soft_labels.options]: keyword arguments for the provider's factory
 
 
@@ -269,6 +270,7 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("soft_labels", "recall"): ("in [0, 1] (0: no tuning)", lambda v: 0.0 <= v <= 1.0),
     ("soft_labels", "recall_sample"): (">= 1", lambda v: v >= 1),
     ("soft_labels", "dense_head"): (">= 0 (0: off)", lambda v: v >= 0),
+    ("soft_labels", "dense_truth_weight"): ("> 0 (1: off)", lambda v: v > 0),
     ("soft_labels", "calibration_select_max"): (">= 0 (0: never select)", lambda v: v >= 0),
     ("soft_labels", "exact_max_ops"): (">= 0", lambda v: v >= 0),
     ("soft_labels", "chunk_size"): (">= 1", lambda v: v >= 1),
@@ -318,6 +320,12 @@ def validate(cfg: RunConfig, where: str = "config") -> RunConfig:
         _check_select(getattr(getattr(cfg, section), key), section, key, where)
     t = cfg.trainer
     s = cfg.soft_labels
+    if s.mode == "dense" and s.dense_truth_weight != 1 and s.dense_truth != "one":
+        # with "blend" a ground-truth target is λ + (1 − λ)·p̂, not 1, so the weighted pairs could not be told apart
+        raise _keyed(ConfigError(
+            f"soft_labels.dense_truth_weight = {s.dense_truth_weight!r} needs the ground-truth pairs at 1",
+            where=where, fix="set soft_labels.dense_truth = 'one', or dense_truth_weight = 1",
+        ), ("soft_labels", "dense_truth_weight"))  # fmt: skip
     if s.mode == "dense" and s.dense_init != "teacher" and t.solver == "lbfgs" and t.tol > 0:
         # measured (docs/distillation.md): from the centroid start the first iterations fit the biases to the
         # ~0.25 dense targets, a large easy decrease against which every later window looks small; from the
@@ -492,6 +500,8 @@ def soft_key(soft: SoftLabelConfig) -> dict[str, Any]:
         d.pop("dense_init", None)
     if soft.mode == "sparse" or not soft.dense_head:
         d.pop("dense_head", None)
+    if soft.mode == "sparse" or soft.dense_truth_weight == 1:
+        d.pop("dense_truth_weight", None)
     return d
 
 

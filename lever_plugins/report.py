@@ -61,6 +61,11 @@ def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _truth_weight(s: Any) -> str:
+    w = float(getattr(s, "dense_truth_weight", 1.0))
+    return "" if w == 1 else f", weight {_num(w)}"
+
+
 def header_lines(cfg: Any, name: str, n_train: int, n_test: int, n_labels: int, check: dict[str, Any] | None,
                  seeds: Sequence[int] | None = None, chosen: dict[str, Any] | None = None) -> list[str]:
     """What a reader of the table needs: the data slice, the seed(s), the settings that differ between arms.
@@ -98,7 +103,8 @@ def header_lines(cfg: Any, name: str, n_train: int, n_test: int, n_labels: int, 
     soft = (f"soft labels {s.provider}: tau_l = {s.tau_l}, tau_d = {s.tau_d}, threshold = {_num(s.threshold)}, "
             f"{calib} calibration, blend_lambda = {_num(s.blend_lambda)} ({s.blend_mode})"
             + (", label rows" if s.label_rows else ", no label rows")
-            + (f", dense targets (ground truth: {s.dense_truth})" if getattr(s, "mode", "sparse") == "dense" else ""))
+            + (f", dense targets (ground truth: {s.dense_truth}{_truth_weight(s)})"
+               if getattr(s, "mode", "sparse") == "dense" else ""))
     lines = [
         f"Data: {name}; {train}; {test}; {n_labels} labels.",
         f"{seed}. Trainer: {cfg.trainer.adapter} (same settings in both arms).",

@@ -500,7 +500,7 @@ def dense_targets(
         s = resolved(s, z["lbl"].shape[0], calibration_choice(run, ds, cfg))
     return DenseTargets(hard=hard, rows=np.ascontiguousarray(emb, np.float32), labels=z["lbl"], lam=s.blend_lambda,
                         calibration=s.calibration, a=s.sigmoid_a, c=s.sigmoid_c, truth=s.dense_truth,
-                        start=s.dense_init, head=s.dense_head)  # fmt: skip
+                        start=s.dense_init, head=s.dense_head, truth_weight=s.dense_truth_weight)  # fmt: skip
 
 
 def soft_stage(run: Run, ds: Dataset, cfg: RunConfig, temb: dict, teacher_key: str, log: Any = None):

@@ -7,6 +7,7 @@ never saw it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,8 @@ def test_head_teacher_out_of_fold(tmp_path, monkeypatch):
 
 def test_ab_dense_mode_end_to_end(tmp_path: Path, tiny_lf: Path, monkeypatch):
     """lever ab with mode = dense and the head teacher: the +LEVER arm trained on dense targets (stats say
-    so) built from the teacher's out-of-fold document embeddings; the sparse export is what is stored."""
+    so, with the configured ground-truth weight) built from the teacher's out-of-fold document embeddings; the
+    sparse export is what is stored."""
     from lever_plugins.runner import run_ab
 
     monkeypatch.setenv("LEVER_CACHE_DIR", str(tmp_path / "cache"))
@@ -181,7 +183,7 @@ def test_ab_dense_mode_end_to_end(tmp_path: Path, tiny_lf: Path, monkeypatch):
         "seed": 3, "data": {"path": str(tiny_lf)},
         "encoder": {"max_len": 16, "batch_size": 64}, "teacher": {"name": "head", "train": False, "max_len": 16,
                                                                   "options": {"folds": 2, "epochs": 2}},
-        "soft_labels": {"mode": "dense", "tau_l": 3, "threshold": 0.7},
+        "soft_labels": {"mode": "dense", "tau_l": 3, "threshold": 0.7, "dense_truth_weight": 2.0},
         "trainer": {"negatives": "full", "solver": "lbfgs", "max_iter": 20},
         "eval": {"bootstrap": 20, "baselines": ["lever_rerank", "lever_ensemble"]},
     }  # fmt: skip
@@ -207,6 +209,8 @@ def test_ab_dense_mode_end_to_end(tmp_path: Path, tiny_lf: Path, monkeypatch):
     assert 0.0 <= json.loads((out / "baselines" / "lever_ensemble" / "alpha.json").read_text())["alpha"] <= 1.0
     stats = json.loads((out / "manifest.json").read_text())["stages"]["train_lever"]
     assert stats["stats"]["targets"] == "dense"
+    assert stats["stats"]["truth_weight"] == 2.0  # [soft_labels] dense_truth_weight reached the trainer
+    assert man["train_lever_ensemble_holdout"]["stats"]["truth_weight"] == 2.0
     z = np.load(out / "teacher" / "embeddings.npz")
     assert z["doc"].shape[0] == 60 and z["lbl_doc"].shape[0] == 12
     # the head teacher's document side is a trained projection: not the label side's frozen embedding
@@ -419,3 +423,82 @@ def test_auto_calibration_follows_the_label_count():
         assert ("auto: linear calibration" in head) == (expect == "linear")
         # a provider (a plugin's too) is built with the method named, never "auto"
         assert stages.make_provider(cfg, n_labels).config.calibration == expect
+
+
+def test_truth_weight_loss_is_the_weighted_mean():
+    """``weighted_loss`` of the mean BCE is Σ w_il·ℓ_il / entries with w = truth_weight on the ground-truth
+    pairs (taken from the hard matrix here, not from the targets) and 1 elsewhere: value and gradient against
+    numpy; a plugin loss that is not BCE (squared error) is weighted the same way."""
+    import torch
+    import torch.nn.functional as F
+
+    _, y, rows, labels = _problem(8, n=40, L=12)
+    w = 3.0
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=0.3, truth_weight=w)
+    t = dt.block(slice(None))
+    z = np.random.default_rng(3).standard_normal(t.shape) * 3
+    wt = np.where(y.toarray() == 1, w, 1.0)
+    zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    got = dt.weighted_loss(lambda a, b: F.binary_cross_entropy_with_logits(a, b, reduction="mean"))(
+        zt, torch.tensor(t, dtype=torch.float64))
+    got.backward()
+    want = (wt * (np.logaddexp(0, z) - t * z)).sum() / z.size
+    np.testing.assert_allclose(float(got.detach()), want, rtol=1e-10)
+    np.testing.assert_allclose(zt.grad.numpy(), wt * (1 / (1 + np.exp(-z)) - t) / z.size, rtol=1e-8, atol=1e-14)
+    sq = dt.weighted_loss(lambda a, b: ((a - b) ** 2).mean())(torch.tensor(z), torch.tensor(t, dtype=torch.float64))
+    np.testing.assert_allclose(float(sq), (wt * (z - t) ** 2).sum() / z.size, rtol=1e-10)
+    assert 0 < (wt > 1).mean() < 0.5  # both kinds of pair are present
+
+
+def test_truth_weight_lbfgs_against_scipy(one_torch_thread):
+    """The built-in trainer takes the weight from the dense targets: the full-batch L-BFGS head on dense
+    targets with truth_weight 2.5 matches scipy's L-BFGS-B on the weighted objective written out in float64
+    (targets from the entry-by-entry definition), and differs from the unweighted head."""
+    from scipy.optimize import minimize
+
+    from lever_plugins.trainer import ova
+
+    x, y, rows, labels = _problem(9, n=90, L=6, d=5)
+    M, d = x.shape
+    L, w, l2 = y.shape[1], 2.5, 2e-2
+    dt = DenseTargets(hard=y, rows=rows, labels=labels, lam=0.4, truth_weight=w)
+    cfg = config.TrainerConfig(negatives="full", solver="lbfgs", max_iter=500, l2=l2)
+    got, _ = ova.train(x, y, cfg, seed=0, progress=False, dense=dt)
+    plain, _ = ova.train(x, y, cfg, seed=0, progress=False, dense=replace(dt, truth_weight=1.0))
+    X, T = x.astype(np.float64), _materialised(dt)
+    Wt = np.where(y.toarray() == 1, w, 1.0)
+
+    def f(theta):
+        W, b = theta[: L * d].reshape(L, d), theta[L * d :]
+        z = X @ W.T + b
+        obj = (Wt * (np.logaddexp(0, z) - T * z)).sum() / M + 0.5 * l2 * (W**2).sum()
+        g = Wt * (1 / (1 + np.exp(-z)) - T) / M
+        return obj, np.concatenate([(g.T @ X + l2 * W).ravel(), g.sum(0)])
+
+    res = minimize(f, np.zeros(L * d + L), jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-10})
+    np.testing.assert_allclose(got.weight, res.x[: L * d].reshape(L, d), atol=2e-3, rtol=1e-2)
+    np.testing.assert_allclose(got.bias, res.x[L * d :], atol=2e-3, rtol=1e-2)
+    assert np.abs(plain.weight - res.x[: L * d].reshape(L, d)).max() > 0.05
+
+
+def test_truth_weight_config():
+    """``[soft_labels] dense_truth_weight``: > 0; needs ground truth at 1 (``dense_truth = "one"``), one config
+    error otherwise; the value 1 and sparse mode keep the soft stage's cache key; the run header names it."""
+    with pytest.raises(config.ConfigError, match="dense_truth_weight"):
+        config.load(None, {"soft_labels": {"mode": "dense", "dense_truth_weight": 0}})
+    with pytest.raises(config.ConfigError, match="dense_truth = 'one'"):
+        config.load(None, {"soft_labels": {"mode": "dense", "dense_truth": "blend", "dense_truth_weight": 2}})
+    config.load(None, {"soft_labels": {"mode": "sparse", "dense_truth": "blend", "dense_truth_weight": 2}})  # unused
+    assert "dense_truth_weight" not in config.soft_key(config.SoftLabelConfig(mode="dense"))
+    assert "dense_truth_weight" not in config.soft_key(config.SoftLabelConfig(mode="sparse", dense_truth_weight=2))
+    assert config.soft_key(config.SoftLabelConfig(mode="dense", dense_truth_weight=2))["dense_truth_weight"] == 2
+    _, y, rows, labels = _problem(10)
+    with pytest.raises(config.ConfigError, match="dense_truth_weight"):
+        DenseTargets(hard=y, rows=rows, labels=labels, truth="blend", truth_weight=2.0)
+    from lever_plugins.report import header_lines
+
+    def head(w):  # the run header names a weight other than 1
+        cfg = config.load(None, {"soft_labels": {"dense_truth_weight": w}})
+        return " ".join(header_lines(cfg, "x", 5, 5, 40, None))
+
+    assert "(ground truth: one, weight 2)" in head(2.0) and "(ground truth: one)" in head(1.0)

@@ -24,6 +24,7 @@ neighbour, which is what dense mode exists to keep.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,7 +43,8 @@ class DenseTargets:
     embeddings; ``lam``: weight of the hard target; ``calibration``: "linear" or "sigmoid" with
     ``a`` (scale) and ``c`` (offset): σ(a·cos + c); ``head`` > 0: a label with n > ``head`` positives in
     ``hard`` gets the teacher's weight (1 − λ)·head/n instead of 1 − λ (the teacher serves the tail; the
-    head keeps its own data); ``start``: where the built-in trainer's head starts,
+    head keeps its own data); ``truth_weight``: ground-truth pairs weigh this much in the loss, every other pair
+    1 (:meth:`weighted_loss`); ``start``: where the built-in trainer's head starts,
     "centroids" (its default) or "teacher" (:meth:`student_init`)."""
 
     hard: sp.csr_matrix
@@ -55,6 +57,7 @@ class DenseTargets:
     truth: str = "one"
     start: str = "centroids"
     head: float = 0.0
+    truth_weight: float = 1.0
 
     def __post_init__(self) -> None:
         M, L = self.hard.shape
@@ -70,6 +73,13 @@ class DenseTargets:
                               where="soft_labels.dense_truth")  # fmt: skip
         if self.head < 0:
             raise ConfigError(f"dense head = {self.head} must be >= 0 (0: off)", where="soft_labels.dense_head")
+        if not self.truth_weight > 0:
+            raise ConfigError(f"dense truth weight = {self.truth_weight} must be > 0 (1: off)",
+                              where="soft_labels.dense_truth_weight")  # fmt: skip
+        if self.truth_weight != 1 and self.truth != "one":
+            raise ConfigError("a dense truth weight needs the ground-truth pairs at 1",
+                              where="soft_labels.dense_truth_weight",
+                              fix="set soft_labels.dense_truth = 'one'")  # fmt: skip
         if self.start not in START:
             raise ConfigError(f"dense init {self.start!r} is not one of {', '.join(START)}",
                               where="soft_labels.dense_init")  # fmt: skip
@@ -122,6 +132,27 @@ class DenseTargets:
         val = out[r, c] + (1.0 - q[c]) * y
         out[r, c] = np.maximum(val, y) if self.truth == "one" else val
         return out
+
+    def weighted_loss(self, loss_fn: Callable) -> Callable:
+        """``loss_fn`` (a mean over entries, the ``lever_loss`` contract) with the ground-truth pairs weighing
+        ``truth_weight`` times every other pair: Σ w_il·ℓ_il / entries. The teacher's soft mass on all the other
+        pairs pulls the positives' logits towards the teacher-near labels; a weight > 1 keeps the ground truth on
+        top (measured: docs/distillation.md, "Session 11"). Ground-truth pairs are the entries whose target is 1:
+        with ``truth = "one"`` they are exactly 1 and every soft target is at most 1 − λ. Any plugin loss that is
+        a mean of per-entry terms is weighted exactly, because it is called again on the ground-truth entries."""
+        w = float(self.truth_weight)
+        if w == 1.0:
+            return loss_fn
+
+        def loss(logits, targets):
+            out = loss_fn(logits, targets)
+            truth = targets >= 1.0
+            n = int(truth.sum())
+            if n:
+                out = out + (w - 1.0) * (n / targets.numel()) * loss_fn(logits[truth], targets[truth])
+            return out
+
+        return loss
 
     def student_init(self, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(weight L×d, bias L) of a linear head on the student's features ``x`` (M×d, the training rows in

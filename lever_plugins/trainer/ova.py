@@ -445,6 +445,8 @@ def train(
     cap = int(getattr(config, "shortlist_max", 0))
     device = _device(config.device)
     loss_fn = loss_fn or _default_loss(config)
+    if dense is not None and hasattr(dense, "weighted_loss"):
+        loss_fn = dense.weighted_loss(loss_fn)
     # Separate streams: the batch order depends on (seed, M) only, not on the mode or on how many
     # random negatives were drawn, so base and +LEVER runs of one size see the same order.
     order_rng = np.random.default_rng([seed, 0])
@@ -685,6 +687,7 @@ def train_predict(
                          dense=dense)  # fmt: skip
     if dense is not None:
         stats["targets"] = "dense"
+        stats["truth_weight"] = float(getattr(dense, "truth_weight", 1.0))
     t0 = time.perf_counter()
     alpha = float(getattr(config, "knn_alpha", 0.0))
     prior = None
