@@ -47,7 +47,7 @@ def main() -> None:
     from lever_plugins import config as cfgmod
     from lever_plugins import stages
     from lever_plugins.metrics.ranking import evaluate
-    from lever_plugins.soft_labels.dense import DenseTargets
+    from lever_plugins.soft_labels.dense import DenseTargets, weigh_truth
     from lever_plugins.teacher.head import fold_of, normalize, train_projection
     from lever_plugins.trainer import ova
 
@@ -62,19 +62,15 @@ def main() -> None:
     ttr, tte, tl = normalize(xtr), normalize(xte), normalize(xl)
     sp_tr, sp_te, sp_l = feats.get("trn_sparse"), feats.get("tst_sparse"), feats.get("lbl_sparse")
 
-    def weighted(pos):
-        # ground-truth pairs (target 1; soft targets stay <= 1 - λ < 1) weigh ``pos`` times the others
-        def loss(z, t):
-            b = F.binary_cross_entropy_with_logits(z, t, reduction="none")
-            return b.mean() if pos == 1 else (b * (1.0 + (pos - 1.0) * (t >= 1.0))).mean()
-
-        return loss
+    def loss(z, t):
+        return F.binary_cross_entropy_with_logits(z, t, reduction="mean")
 
     def fit(x, t, xs=None, dense=None, prior=None, init=None, pos=1.0, **over):
         c = copy.copy(cfg.trainer)
         for k, v in over.items():
             setattr(c, k, v)
-        return ova.train(x, sp.csr_matrix(t, dtype=np.float32), c, cfg.seed, weighted(pos), progress=False,
+        # ground-truth pairs (target 1; soft targets stay <= 1 - λ < 1) weigh ``pos`` times the others
+        return ova.train(x, sp.csr_matrix(t, dtype=np.float32), c, cfg.seed, weigh_truth(loss, pos), progress=False,
                          x_sparse=xs, dense=dense, prior=prior, init=init)  # fmt: skip
 
     def topk(s, k=100):

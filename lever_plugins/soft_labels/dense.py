@@ -36,6 +36,25 @@ TRUTH = ("one", "blend")
 START = ("centroids", "teacher")
 
 
+def weigh_truth(loss_fn: Callable, w: float) -> Callable:
+    """``loss_fn`` (a mean over entries, the ``lever_loss`` contract) with the entries whose target is 1 weighing
+    ``w`` times every other entry: Σ w_il·ℓ_il / entries. Any loss that is a mean of per-entry terms is weighted
+    exactly, because it is called again on the weighted entries. ``w`` = 1 returns ``loss_fn`` itself."""
+    w = float(w)
+    if w == 1.0:
+        return loss_fn
+
+    def loss(logits, targets):
+        out = loss_fn(logits, targets)
+        truth = targets >= 1.0
+        n = int(truth.sum())
+        if n:
+            out = out + (w - 1.0) * (n / targets.numel()) * loss_fn(logits[truth], targets[truth])
+        return out
+
+    return loss
+
+
 @dataclass(frozen=True)
 class DenseTargets:
     """Targets computed block by block. ``hard``: M×L binary (ground truth, and each label row's own
@@ -134,25 +153,12 @@ class DenseTargets:
         return out
 
     def weighted_loss(self, loss_fn: Callable) -> Callable:
-        """``loss_fn`` (a mean over entries, the ``lever_loss`` contract) with the ground-truth pairs weighing
-        ``truth_weight`` times every other pair: Σ w_il·ℓ_il / entries. The teacher's soft mass on all the other
-        pairs pulls the positives' logits towards the teacher-near labels; a weight > 1 keeps the ground truth on
-        top (measured: docs/distillation.md, "Session 11"). Ground-truth pairs are the entries whose target is 1:
-        with ``truth = "one"`` they are exactly 1 and every soft target is at most 1 − λ. Any plugin loss that is
-        a mean of per-entry terms is weighted exactly, because it is called again on the ground-truth entries."""
-        w = float(self.truth_weight)
-        if w == 1.0:
-            return loss_fn
-
-        def loss(logits, targets):
-            out = loss_fn(logits, targets)
-            truth = targets >= 1.0
-            n = int(truth.sum())
-            if n:
-                out = out + (w - 1.0) * (n / targets.numel()) * loss_fn(logits[truth], targets[truth])
-            return out
-
-        return loss
+        """``loss_fn`` with the ground-truth pairs weighing ``truth_weight`` times every other pair
+        (:func:`weigh_truth`). The teacher's soft mass on all the other pairs pulls the positives' logits towards
+        the teacher-near labels; a weight > 1 keeps the ground truth on top (measured: docs/distillation.md,
+        "Session 11"). With ``truth = "one"`` the ground-truth targets are exactly 1 and every soft target is at
+        most 1 − λ, so the pairs at 1 are the ground truth."""
+        return weigh_truth(loss_fn, self.truth_weight)
 
     def student_init(self, x: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(weight L×d, bias L) of a linear head on the student's features ``x`` (M×d, the training rows in
