@@ -118,6 +118,7 @@ class TrainerConfig:
     shortlist_size: int = 100
     shortlist_max: int = 0  # shortlist: most candidate labels per batch, hard negatives cut by rank (0 = no cap)
     hidden: int = 0  # >0: a residual hidden layer of this width before the OvA head
+    hidden_lr: float = 1e-5  # hidden > 0: AdamW learning rate of that layer (the head keeps lr)
     options: dict = field(default_factory=dict)  # keyword arguments for the adapter's factory
     top_k: int = 100  # predictions kept per test document
     early_stopping: int = 0  # patience in epochs on a held-out train slice; 0 = off
@@ -285,6 +286,7 @@ _RANGES: dict[tuple[str, str], tuple[str, Callable[[Any], bool]]] = {
     ("trainer", "shortlist_size"): (">= 1", lambda v: v >= 1),
     ("trainer", "shortlist_max"): (">= 0 (0: no cap)", lambda v: v >= 0),
     ("trainer", "hidden"): (">= 0", lambda v: v >= 0),
+    ("trainer", "hidden_lr"): ("> 0", lambda v: v > 0),
     ("trainer", "top_k"): (">= 1", lambda v: v >= 1),
     ("trainer", "early_stopping"): (">= 0", lambda v: v >= 0),
     ("trainer", "l2"): (">= 0", lambda v: v >= 0),
@@ -484,6 +486,8 @@ def trainer_key(trainer: TrainerConfig) -> dict[str, Any]:
             d.pop(k, None)
     if not d.get("tol"):  # tol = 0 is the solver before the key existed: keep those runs' keys
         d.pop("tol", None)
+    if not trainer.hidden:  # read only with a hidden layer
+        d.pop("hidden_lr", None)
     return d
 
 

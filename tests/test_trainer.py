@@ -263,6 +263,31 @@ def test_hidden_layer_and_save_load(problem, tmp_path):
         assert back.mode == mode
 
 
+@pytest.mark.parametrize("mode", ["full", "shortlist"])
+@pytest.mark.parametrize("hidden_lr", [None, 3e-3])
+def test_hidden_layer_steps_at_its_own_rate(problem, mode, hidden_lr):
+    # Adam's first step moves each weight with a non-zero gradient by lr·g/(|g| + eps) ≈ lr whatever g, and
+    # only the residual's W2 has a gradient at the start (W2 = 0 blocks W1 and b1): after one full batch its
+    # largest entry is the learning rate it was given, not the head's 1e-2
+    xtr, ytr, _, _ = problem
+    c = cfg(negatives=mode, epochs=1, batch_size=len(xtr), lr=1e-2)
+    if hidden_lr is not None:
+        c = dataclasses.replace(c, hidden_lr=hidden_lr)
+    model, stats = ova.train(xtr, ytr, c, seed=0, progress=False, hidden=16)
+    want = 1e-5 if hidden_lr is None else hidden_lr  # the default, 1,000× below the head's lr
+    assert stats["hidden_lr"] == want
+    np.testing.assert_allclose(np.abs(model.hidden["w2"]).max(), want, rtol=1e-3)
+    assert np.abs(model.hidden["w1"]).max() > 0 and not model.hidden["b1"].any()
+
+
+def test_hidden_lr_counts_in_the_cache_key_only_with_a_hidden_layer():
+    from lever_plugins.config import trainer_key
+
+    assert "hidden_lr" not in trainer_key(TrainerConfig())
+    assert trainer_key(TrainerConfig(hidden=8))["hidden_lr"] == 1e-5
+    assert trainer_key(TrainerConfig(hidden=8)) != trainer_key(TrainerConfig(hidden=8, hidden_lr=1e-3))
+
+
 def test_bad_inputs_are_one_line_errors(problem):
     xtr, ytr, xte, _ = problem
     with pytest.raises(DataError, match="target rows"):
